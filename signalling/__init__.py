@@ -1,0 +1,1 @@
+"""Huishang's control plane: the wire protocol, the conference state machine and its server."""

@@ -1,0 +1,1 @@
+"""Huishang's composition root: aiohttp pages and API, configuration loading, the CLI."""
