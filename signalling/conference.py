@@ -1,0 +1,659 @@
+"""The conference as a pure state machine (ARCHITECTURE.md, signalling/; PROTOCOL.md).
+
+No asyncio, no sockets, no clock: every call takes the time as an explicit ``now`` value and
+returns an :class:`Outcome` — the reply's result fields, the messages to send (to everyone or to
+named sessions), the sessions to close, and the *facts* worth persisting (joins, leaves, roll-call
+results, presets). The routing plan for the media plane is recomputed after every change
+(:attr:`Conference.plan`); ``slots`` and ``pause`` messages to media-connected sessions follow
+from its differences.
+
+Refusals raise :mod:`signalling.errors` exceptions and leave the state untouched.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+from . import messages as m
+from .errors import BadRequest, Conflict, Forbidden, NotFound
+from .model import Layout, Level, Role, SessionId, Site, SiteId, Tile
+from .rollcall import RollCall, RollcallResult
+from .routing import RoutingPlan, Source, SubscriberView, compute_plan
+
+__all__ = [
+    "CLOSE_REPLACED",
+    "Conference",
+    "ConferenceConfig",
+    "Fact",
+    "Outcome",
+    "PresetDeleted",
+    "PresetSaved",
+    "RecordingChanged",
+    "RollcallResult",
+    "SiteJoined",
+    "SiteLeft",
+]
+
+#: WebSocket close code for a session replaced by a newer login of the same site.
+CLOSE_REPLACED = 4409
+
+Wire: TypeAlias = dict[str, Any]
+Recipients: TypeAlias = tuple[SessionId, ...] | None  # None: every attached session
+PollKey: TypeAlias = tuple[str, str | int]  # (output, "floor" or tile index)
+
+#: Roles that publish a camera and may hold the floor, raise a hand, answer a roll call.
+SPEAKING_ROLES = frozenset({Role.TERMINAL, Role.UPLINK})
+
+
+@dataclass(frozen=True, slots=True)
+class ConferenceConfig:
+    conference_id: str
+    title: str = ""
+    rejoin_grace_s: float = 15.0
+    rollcall_timeout_s: float = 30.0
+    outputs: tuple[str, ...] = ("wall",)
+
+
+# Facts: what happened, for the attendance record and the preset store.
+@dataclass(frozen=True, slots=True)
+class SiteJoined:
+    site: SiteId
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SiteLeft:
+    site: SiteId
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PresetSaved:
+    name: str
+    layout: Layout
+
+
+@dataclass(frozen=True, slots=True)
+class PresetDeleted:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingChanged:
+    on: bool
+    at: float
+
+
+Fact: TypeAlias = (
+    SiteJoined | SiteLeft | RollcallResult | PresetSaved | PresetDeleted | RecordingChanged
+)
+
+
+@dataclass(slots=True)
+class Outcome:
+    result: Wire = field(default_factory=dict)
+    messages: list[tuple[Recipients, Wire]] = field(default_factory=list)
+    closes: list[tuple[SessionId, int, str]] = field(default_factory=list)
+    facts: list[Fact] = field(default_factory=list)
+
+    def broadcast(self, message: Wire) -> None:
+        self.messages.append((None, message))
+
+    def send(self, session: SessionId, message: Wire) -> None:
+        self.messages.append(((session,), message))
+
+
+@dataclass(slots=True)
+class _SiteState:
+    online: bool = False
+    since: float | None = None
+    audio_muted: bool = False
+    video_muted: bool = False
+    muted_by_chair: bool = False
+    hand: bool = False
+    link: Wire | None = None
+
+
+@dataclass(slots=True)
+class _Session:
+    id: SessionId
+    site: Site
+    joined_at: float
+    detached_at: float | None = None  # socket gone; resumable until the grace period ends
+    slots: tuple[str, ...] = ()  # negotiated receive slots, once media is up
+    sent_slots: dict[str, Wire] = field(default_factory=dict)
+    sent_pause: tuple[bool, bool] = (False, False)
+
+
+@dataclass(slots=True)
+class _Poll:
+    sites: tuple[SiteId, ...]
+    interval_s: float
+    index: int
+    next_at: float
+
+    def to_wire(self, output: str, target: str | int) -> Wire:
+        return {
+            "output": output,
+            "target": target,
+            "sites": list(self.sites),
+            "interval_s": self.interval_s,
+            "current": self.sites[self.index] if self.sites else None,
+        }
+
+
+class Conference:
+    """One conference: sites, sessions, floor, mutes, hands, roll call, polling, wall layouts."""
+
+    def __init__(
+        self,
+        sites: Iterable[Site],
+        config: ConferenceConfig,
+        presets: Mapping[str, Layout] | None = None,
+    ) -> None:
+        self.config = config
+        self.sites: dict[SiteId, Site] = {s.id: s for s in sites}
+        chairs = [s.id for s in self.sites.values() if s.role is Role.CHAIR]
+        self.chair: SiteId | None = chairs[0] if chairs else None
+        self._state = {sid: _SiteState() for sid in self.sites}
+        self._sessions: dict[SessionId, _Session] = {}
+        self._live: dict[SiteId, SessionId] = {}
+        self._hands: list[SiteId] = []  # raised hands, in the order they went up
+        self._previews: dict[SessionId, dict[str, Source | None]] = {}
+        self._polls: dict[PollKey, _Poll] = {}
+        self._rounds = itertools.count(1)
+        self.floor: SiteId | None = None
+        self.rollcall: RollCall | None = None
+        self.layouts: dict[str, Layout] = {o: Layout(output=o) for o in config.outputs}
+        self.presets: dict[str, Layout] = dict(presets or {})
+        self.banner = ""
+        self.recording = False
+        self.plan: RoutingPlan = self._compute_plan()
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def join(self, site_id: SiteId, session_id: SessionId, now: float) -> Outcome:
+        """A site authenticated. A previous session of the same site is replaced (closed 4409)."""
+        site = self.sites[site_id]
+        out = Outcome()
+        old = self._live.get(site_id)
+        if old is not None:
+            old_session = self._sessions.pop(old)
+            self._previews.pop(old, None)
+            if old_session.detached_at is None:
+                out.closes.append((old, CLOSE_REPLACED, "replaced by a newer session of this site"))
+        self._sessions[session_id] = _Session(session_id, site, now)
+        self._live[site_id] = session_id
+        state = self._state[site_id]
+        if not state.online:
+            state.online, state.since = True, now
+            out.facts.append(SiteJoined(site_id, now))
+            out.broadcast(self._site_event(site_id))
+        self._replan(out)
+        return out
+
+    def detach(self, session_id: SessionId, now: float) -> Outcome:
+        """The socket closed without ``leave``: keep the site for the rejoin grace period."""
+        session = self._sessions.get(session_id)
+        if session is not None and session.detached_at is None:
+            session.detached_at = now
+            session.slots, session.sent_slots = (), {}
+        return Outcome()
+
+    def leave(self, session_id: SessionId, now: float) -> Outcome:
+        """The session ends: its site goes offline (unless a newer session replaced it)."""
+        out = Outcome()
+        session = self._sessions.pop(session_id, None)
+        self._previews.pop(session_id, None)
+        if session is None or self._live.get(session.site.id) != session_id:
+            return out
+        site_id = session.site.id
+        del self._live[site_id]
+        state = self._state[site_id]
+        state.online, state.since, state.link = False, now, None
+        if state.hand:
+            state.hand = False
+            self._hands.remove(site_id)
+        out.facts.append(SiteLeft(site_id, now))
+        out.broadcast(self._site_event(site_id))
+        if self.floor == site_id:
+            self._set_floor(None, out)
+        self._replan(out)
+        return out
+
+    def set_media(self, session_id: SessionId, slots: Iterable[str]) -> Outcome:
+        """The session's media is up with these receive slots; tell it what they carry."""
+        out = Outcome()
+        session = self._session(session_id)
+        session.slots, session.sent_slots = tuple(slots), {}
+        self._replan(out)
+        return out
+
+    def set_link(self, site_id: SiteId, rtt_ms: float, loss: float, kbps: float) -> Outcome:
+        """Link quality measured by the media plane, shown to the chair and the status page."""
+        out = Outcome()
+        if site_id in self._state and self._state[site_id].online:
+            self._state[site_id].link = {"rtt_ms": rtt_ms, "loss": loss, "kbps": kbps}
+            out.broadcast(self._site_event(site_id))
+        return out
+
+    def session_site(self, session_id: SessionId) -> Site:
+        return self._session(session_id).site
+
+    def is_live(self, session_id: SessionId) -> bool:
+        return session_id in self._sessions
+
+    # -- time -------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> Outcome:
+        """Advance everything driven by the clock: rejoin grace, roll-call timeout, polling."""
+        out = Outcome()
+        for session in list(self._sessions.values()):
+            if session.detached_at is not None and now - session.detached_at >= self.grace:
+                merged = self.leave(session.id, now)
+                out.messages += merged.messages
+                out.facts += merged.facts
+        if self.rollcall is not None and self.rollcall.active and self.rollcall.overdue(now):
+            result = self.rollcall.skip(now)
+            if result is not None:
+                out.facts.append(result)
+            out.broadcast({"type": "rollcall", "state": self.rollcall.to_wire()})
+        for (output, target), poll in list(self._polls.items()):
+            if now >= poll.next_at:
+                poll.next_at = now + poll.interval_s
+                self._advance_poll(output, target, poll, out)
+        self._replan(out)
+        return out
+
+    @property
+    def grace(self) -> float:
+        return self.config.rejoin_grace_s
+
+    def next_deadline(self) -> float | None:
+        """The earliest time at which :meth:`tick` has something to do."""
+        times = [s.detached_at + self.grace for s in self._sessions.values() if s.detached_at]
+        if self.rollcall is not None and (deadline := self.rollcall.deadline()) is not None:
+            times.append(deadline)
+        times += [p.next_at for p in self._polls.values()]
+        return min(times, default=None)
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def handle(self, session_id: SessionId, request: m.Request, now: float) -> Outcome:
+        """Carry out one conference-control request from a live session."""
+        session = self._session(session_id)
+        out = Outcome()
+        site, role = session.site, session.site.role
+        match request:
+            case m.Floor(site=target):
+                self._require(role, "give the floor", Role.CHAIR)
+                self._stop_poll(("wall", "floor"), out)
+                self._set_floor(self._floor_target(target), out)
+            case m.Mute():
+                self._mute(site, request, out)
+            case m.MuteAll(audio=audio):
+                self._require(role, "mute all", Role.CHAIR)
+                out.result["count"] = self._mute_all(audio, out)
+            case m.Hand():
+                self._hand(site, request, out)
+            case m.Rollcall():
+                self._require(role, "run a roll call", Role.CHAIR)
+                self._rollcall(request, now, out)
+            case m.RollcallAck():
+                if self.rollcall is None or self.rollcall.current != site.id:
+                    raise Conflict("this site is not being called in a roll call")
+                out.facts.append(self.rollcall.ack(site.id, now))
+                out.broadcast({"type": "rollcall", "state": self.rollcall.to_wire()})
+            case m.Poll():
+                self._poll(role, request, now, out)
+            case m.LayoutRequest(layout=layout):
+                self._require(role, "change the wall layout", Role.OPERATOR, Role.CHAIR)
+                self._set_layout(self._checked_layout(layout), out)
+            case m.PresetSave(name=name):
+                self._require(role, "save presets", Role.OPERATOR, Role.CHAIR)
+                self.presets[name] = self.layouts["wall"] if "wall" in self.layouts else Layout()
+                out.facts.append(PresetSaved(name, self.presets[name]))
+                out.broadcast({"type": "presets", "names": sorted(self.presets)})
+            case m.PresetLoad(name=name):
+                self._require(role, "load presets", Role.OPERATOR, Role.CHAIR)
+                if name not in self.presets:
+                    raise NotFound(f"no preset named {name!r}")
+                self._set_layout(self._checked_layout(self.presets[name]), out)
+            case m.PresetDelete(name=name):
+                self._require(role, "delete presets", Role.OPERATOR, Role.CHAIR)
+                if self.presets.pop(name, None) is None:
+                    raise NotFound(f"no preset named {name!r}")
+                out.facts.append(PresetDeleted(name))
+                out.broadcast({"type": "presets", "names": sorted(self.presets)})
+            case m.Banner(text=text):
+                self._require(role, "edit the banner", Role.OPERATOR, Role.CHAIR)
+                self.banner = text
+                out.broadcast({"type": "banner", "text": text})
+            case m.Record(on=on):
+                self._require(role, "start or stop recording", Role.CHAIR)
+                if self.recording != on:
+                    self.recording = on
+                    out.facts.append(RecordingChanged(on, now))
+                    out.broadcast({"type": "recording", "on": on})
+            case _:
+                raise BadRequest(f"{type(request).__name__} is not a conference-control request")
+        self._replan(out)
+        return out
+
+    # -- snapshots --------------------------------------------------------------------------
+
+    def site_state(self, site_id: SiteId) -> Wire:
+        site, state = self.sites[site_id], self._state[site_id]
+        return {
+            "id": site.id,
+            "name": site.name,
+            "level": site.level.value,
+            "parent": site.parent,
+            "role": site.role.value,
+            "online": state.online,
+            "since": state.since,
+            "audio_muted": state.audio_muted,
+            "video_muted": state.video_muted,
+            "hand": state.hand,
+            "link": state.link,
+        }
+
+    def snapshot(self) -> Wire:
+        """PROTOCOL.md ``<snapshot>``, plus the project's additions (hands, polls, presets...)."""
+        return {
+            "id": self.config.conference_id,
+            "title": self.config.title,
+            "sites": [self.site_state(sid) for sid in self.sites],
+            "chair": self.chair,
+            "floor": self.floor,
+            "rollcall": self.rollcall.to_wire() if self.rollcall else None,
+            "layout": m.layout_to_wire(self.layouts.get("wall", Layout())),
+            "layouts": {o: m.layout_to_wire(lay) for o, lay in self.layouts.items()},
+            "recording": self.recording,
+            "banner": self.banner,
+            "hands": list(self._hands),
+            "polls": [p.to_wire(o, t) for (o, t), p in self._polls.items()],
+            "presets": sorted(self.presets),
+        }
+
+    def online(self) -> dict[SiteId, float]:
+        """Online sites and since when (the status page)."""
+        return {sid: st.since or 0.0 for sid, st in self._state.items() if st.online}
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _session(self, session_id: SessionId) -> _Session:
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise Conflict("this session has ended")
+        return session
+
+    @staticmethod
+    def _require(role: Role, action: str, *allowed: Role) -> None:
+        if role not in allowed:
+            who = " or ".join(r.value for r in allowed)
+            raise Forbidden(f"a {role.value} site may not {action}; only the {who} may")
+
+    def _known(self, site_id: SiteId) -> Site:
+        site = self.sites.get(site_id)
+        if site is None:
+            raise NotFound(f"no site {site_id!r}")
+        return site
+
+    def _site_event(self, site_id: SiteId) -> Wire:
+        return {"type": "site", "site": self.site_state(site_id)}
+
+    def _displayable(self, site_id: SiteId) -> Site:
+        site = self._known(site_id)
+        silent = site.role in (Role.WALL, Role.OPERATOR, Role.OBSERVER)
+        if silent and site.level is not Level.CAMERA:
+            raise BadRequest(f"site {site_id!r} ({site.role.value}) publishes no video to show")
+        return site
+
+    def _floor_target(self, target: SiteId | None) -> SiteId | None:
+        if target is None or target == self.chair:
+            return None
+        site = self._known(target)
+        if site.role not in SPEAKING_ROLES and site.level is not Level.CAMERA:
+            raise BadRequest(f"site {target!r} ({site.role.value}) cannot take the floor")
+        if site.level is not Level.CAMERA and not self._state[target].online:
+            raise Conflict(f"site {target!r} ({site.name}) is offline")
+        return target
+
+    def _set_floor(self, target: SiteId | None, out: Outcome) -> None:
+        if target is not None:
+            state = self._state[target]
+            if state.hand:  # giving the floor answers the raised hand
+                state.hand = False
+                self._hands.remove(target)
+            if state.audio_muted:  # the chair gives the floor so the site can speak
+                state.audio_muted = state.muted_by_chair = False
+                self._tell_muted(target, out, audio=False)
+            out.broadcast(self._site_event(target))
+        if target != self.floor:
+            self.floor = target
+            out.broadcast({"type": "floor", "site": target})
+
+    def _tell_muted(self, site_id: SiteId, out: Outcome, **what: bool) -> None:
+        session = self._live.get(site_id)
+        if session is not None:
+            out.send(session, {"type": "muted", **what, "by": "chair"})
+
+    def _mute(self, actor: Site, req: m.Mute, out: Outcome) -> None:
+        target = self._known(req.site)
+        state = self._state[target.id]
+        by_chair = actor.role is Role.CHAIR
+        if not by_chair:
+            if target.id != actor.id or actor.role not in SPEAKING_ROLES:
+                raise Forbidden("only the chair may mute another site")
+            if req.audio is False and state.muted_by_chair:
+                raise Forbidden("the chair muted this site; only the chair may unmute it")
+        if req.audio is not None:
+            state.audio_muted = req.audio
+            state.muted_by_chair = req.audio and by_chair and target.id != actor.id
+        if req.video is not None:
+            state.video_muted = req.video
+        if by_chair and target.id != actor.id:
+            what = {k: v for k, v in (("audio", req.audio), ("video", req.video)) if v is not None}
+            self._tell_muted(target.id, out, **what)
+        out.broadcast(self._site_event(target.id))
+
+    def _mute_all(self, audio: bool, out: Outcome) -> int:
+        changed = 0
+        for sid, site in self.sites.items():
+            state = self._state[sid]
+            if site.role not in SPEAKING_ROLES or sid == self.floor:
+                continue
+            if audio and not state.audio_muted:
+                state.audio_muted = state.muted_by_chair = True
+            elif not audio and state.audio_muted and state.muted_by_chair:
+                state.audio_muted = state.muted_by_chair = False
+            else:
+                continue
+            changed += 1
+            self._tell_muted(sid, out, audio=audio)
+            out.broadcast(self._site_event(sid))
+        return changed
+
+    def _hand(self, actor: Site, req: m.Hand, out: Outcome) -> None:
+        if req.site is not None and req.site != actor.id:
+            self._require(actor.role, "lower another site's hand", Role.CHAIR)
+            if req.up:
+                raise Forbidden("the chair may lower a raised hand, not raise one")
+            target = self._known(req.site).id
+        else:
+            self._require(actor.role, "raise a hand", *SPEAKING_ROLES)
+            target = actor.id
+        state = self._state[target]
+        if state.hand == req.up:
+            return
+        state.hand = req.up
+        if req.up:
+            self._hands.append(target)
+        else:
+            self._hands.remove(target)
+        out.broadcast(self._site_event(target))
+        out.broadcast({"type": "hands", "queue": list(self._hands)})
+
+    def _rollcall(self, req: m.Rollcall, now: float, out: Outcome) -> None:
+        call = self.rollcall
+        if req.action == "start":
+            if call is not None and call.active:
+                raise Conflict("a roll call is already running; stop it first")
+            if req.sites is None:
+                sites = [s.id for s in self.sites.values() if s.role is Role.TERMINAL]
+            else:
+                sites = list(dict.fromkeys(req.sites))
+                for sid in sites:
+                    if self._known(sid).role not in SPEAKING_ROLES:
+                        raise BadRequest(f"site {sid!r} cannot answer a roll call")
+            if not sites:
+                raise BadRequest("rollcall: no sites to call")
+            timeout = self.config.rollcall_timeout_s
+            self.rollcall = RollCall.start(next(self._rounds), sites, now, timeout)
+        else:
+            if call is None or not call.active:
+                raise Conflict("no roll call is running")
+            result = call.skip(now) if req.action == "next" else call.stop(now)
+            if result is not None:
+                out.facts.append(result)
+        assert self.rollcall is not None
+        out.broadcast({"type": "rollcall", "state": self.rollcall.to_wire()})
+
+    def _poll(self, role: Role, req: m.Poll, now: float, out: Outcome) -> None:
+        if req.output not in self.layouts:
+            raise NotFound(f"no wall output {req.output!r}")
+        if req.target == "floor":
+            self._require(role, "poll the floor", Role.CHAIR)
+            key: PollKey = ("wall", "floor")
+            for sid in req.sites:
+                self._floor_target_site(sid)
+        else:
+            self._require(role, "poll a wall tile", Role.OPERATOR, Role.CHAIR)
+            tiles = self.layouts[req.output].tiles
+            if not isinstance(req.target, int) or not 0 <= req.target < len(tiles):
+                raise NotFound(f"no tile {req.target} in output {req.output!r}")
+            key = (req.output, req.target)
+            for sid in req.sites:
+                self._displayable(sid)
+        if not req.sites:
+            self._stop_poll(key, out)
+            return
+        poll = _Poll(tuple(req.sites), req.interval_s, -1, now + req.interval_s)
+        self._polls[key] = poll
+        self._advance_poll(key[0], key[1], poll, out)
+
+    def _floor_target_site(self, sid: SiteId) -> None:
+        site = self._known(sid)
+        if site.role not in SPEAKING_ROLES and site.level is not Level.CAMERA:
+            raise BadRequest(f"site {sid!r} ({site.role.value}) cannot take the floor")
+
+    def _advance_poll(self, output: str, target: str | int, poll: _Poll, out: Outcome) -> None:
+        n = len(poll.sites)
+        for step in range(1, n + 1):  # floor polls skip offline sites
+            candidate = poll.sites[(poll.index + step) % n]
+            camera = self.sites[candidate].level is Level.CAMERA
+            if target != "floor" or camera or self._state[candidate].online:
+                poll.index = (poll.index + step) % n
+                break
+        else:
+            out.broadcast({"type": "poll", **poll.to_wire(output, target)})
+            return
+        source = poll.sites[poll.index]
+        if target == "floor":
+            self._set_floor(source, out)
+        else:
+            assert isinstance(target, int)
+            layout = self.layouts[output]
+            tiles = list(layout.tiles)
+            tiles[target] = Tile(source, tiles[target].rect)
+            self.layouts[output] = Layout(layout.output, layout.kind, tuple(tiles))
+            out.broadcast({"type": "layout", "layout": m.layout_to_wire(self.layouts[output])})
+        out.broadcast({"type": "poll", **poll.to_wire(output, target)})
+
+    def _stop_poll(self, key: PollKey, out: Outcome) -> None:
+        if self._polls.pop(key, None) is not None:
+            out.broadcast({"type": "poll", "output": key[0], "target": key[1], "sites": []})
+
+    def _checked_layout(self, layout: Layout) -> Layout:
+        if layout.output not in self.layouts:
+            raise NotFound(f"no wall output {layout.output!r}")
+        for tile in layout.tiles:
+            if tile.source is not None:
+                self._displayable(tile.source)
+        if layout.kind == "custom":
+            rects = [t.rect for t in layout.tiles if t.rect is not None]
+            for i, a in enumerate(rects):
+                for j, b in enumerate(rects[:i]):
+                    if _overlap(a, b):
+                        raise BadRequest(f"layout: tiles[{j}] and tiles[{i}] overlap")
+        return layout
+
+    def _set_layout(self, layout: Layout, out: Outcome) -> None:
+        for key in [k for k in self._polls if k[0] == layout.output and k[1] != "floor"]:
+            self._stop_poll(key, out)
+        self.layouts[layout.output] = layout
+        out.broadcast({"type": "layout", "layout": m.layout_to_wire(layout)})
+
+    def _compute_plan(self) -> RoutingPlan:
+        views = [
+            SubscriberView(s.id, s.site.id, s.site.role, s.slots, output=self.config.outputs[0])
+            for s in self._sessions.values()
+            if s.slots
+        ]
+        muted = frozenset(sid for sid, st in self._state.items() if st.audio_muted)
+        wall = [t.source for lay in self.layouts.values() for t in lay.tiles if t.source]
+        upcoming = [
+            p.sites[(p.index + 1) % len(p.sites)] for p in self._polls.values() if len(p.sites) > 1
+        ]
+        return compute_plan(
+            chair=self.chair,
+            floor=self.floor,
+            sessions=views,
+            previews=self._previews,
+            audio_muted=muted,
+            wall_sources=wall,
+            upcoming=upcoming,
+        )
+
+    def _replan(self, out: Outcome) -> None:
+        """Recompute the routing plan; tell media-connected sessions what changed for them."""
+        self.plan = plan = self._compute_plan()
+        for session in self._sessions.values():
+            if not session.slots or session.detached_at is not None:
+                continue
+            route = plan.route(session.id)
+            if route is not None:
+                assign = {
+                    slot: {"source": src, "label": self._label(src)}
+                    for slot, src in route.video.items()
+                }
+                changed = {k: v for k, v in assign.items() if session.sent_slots.get(k) != v}
+                if changed:
+                    session.sent_slots.update(changed)
+                    out.send(session.id, {"type": "slots", "assign": changed})
+            sid = session.site.id
+            needed = plan.video_needed | plan.upcoming
+            pause = (sid not in needed, sid not in plan.audio_needed)
+            if session.site.role in SPEAKING_ROLES | {Role.CHAIR} and pause != session.sent_pause:
+                session.sent_pause = pause
+                out.send(session.id, {"type": "pause", "video": pause[0], "audio": pause[1]})
+
+    def _label(self, source: Source | None) -> str:
+        if source is None:
+            return ""
+        site = self.sites.get(SiteId(source))
+        return site.name if site is not None else source
+
+
+def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    eps = 1e-9
+    return (
+        a[0] < b[0] + b[2] - eps
+        and b[0] < a[0] + a[2] - eps
+        and a[1] < b[1] + b[3] - eps
+        and b[1] < a[1] + a[3] - eps
+    )

@@ -1,0 +1,101 @@
+"""The routing plan: the conference's decisions that the media plane carries out.
+
+The relay (bridge/) knows nothing of floors or roles; it is told, per subscriber session, which
+source each negotiated slot carries, which sources make up its programme audio, and which
+publications are needed at all (the rest are paused at the publisher).
+
+Decisions (ARCHITECTURE.md, bridge/):
+
+- A terminal's ``main`` video carries the floor holder, or the chair when nobody holds the floor;
+  the floor holder itself sees the chair. The chair's ``main`` carries the floor holder (nothing
+  when nobody holds it); its extra slots carry the sites it picked for preview.
+- Wall displays and the operator's desk receive the wall output they show.
+- Programme audio is the chair and the floor holder, minus the subscriber itself (mix-minus) and
+  minus any muted site: a muted site's audio is not forwarded at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from .model import Role, SessionId, SiteId
+
+__all__ = ["RoutingPlan", "SessionRoute", "SubscriberView", "compute_plan"]
+
+#: A slot's source: a site id, a wall output id, or nothing.
+Source = str
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberView:
+    """What the planner needs to know of one live session."""
+
+    session: SessionId
+    site: SiteId
+    role: Role
+    slots: tuple[str, ...]  # negotiated receive slots: "main", "extra1", ...
+    output: str | None = None  # the wall output a wall / operator session shows
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRoute:
+    video: Mapping[str, Source | None]  # slot name → source
+    audio: tuple[SiteId, ...]  # programme audio sources, mix-minus
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingPlan:
+    routes: Mapping[SessionId, SessionRoute]
+    video_needed: frozenset[Source]  # sources whose video someone receives or the wall shows
+    audio_needed: frozenset[SiteId]
+    upcoming: frozenset[Source]  # sources a poll switches to next: ask their keyframes early
+
+    def route(self, session: SessionId) -> SessionRoute | None:
+        return self.routes.get(session)
+
+
+def compute_plan(
+    *,
+    chair: SiteId | None,
+    floor: SiteId | None,
+    sessions: Iterable[SubscriberView],
+    previews: Mapping[SessionId, Mapping[str, Source | None]],
+    audio_muted: frozenset[SiteId],
+    wall_sources: Iterable[Source],
+    upcoming: Iterable[Source] = (),
+) -> RoutingPlan:
+    """Plan every session's slots from the conference's state (pure)."""
+    routes: dict[SessionId, SessionRoute] = {}
+    video_needed: set[Source] = set(wall_sources)
+    audio_needed: set[SiteId] = set()
+    speakers = [s for s in (chair, floor) if s is not None and s not in audio_muted]
+    for view in sessions:
+        video: dict[str, Source | None] = {}
+        for slot in view.slots:
+            if slot == "main":
+                video[slot] = _main_source(view, chair, floor)
+            else:
+                video[slot] = previews.get(view.session, {}).get(slot)
+        audio: tuple[SiteId, ...] = ()
+        if view.role not in (Role.WALL, Role.OPERATOR) and "main" in view.slots:
+            audio = tuple(dict.fromkeys(s for s in speakers if s != view.site))
+        routes[view.session] = SessionRoute(video=video, audio=audio)
+        video_needed.update(src for src in video.values() if src is not None)
+        audio_needed.update(audio)
+    return RoutingPlan(
+        routes=routes,
+        video_needed=frozenset(video_needed),
+        audio_needed=frozenset(audio_needed),
+        upcoming=frozenset(upcoming),
+    )
+
+
+def _main_source(view: SubscriberView, chair: SiteId | None, floor: SiteId | None) -> Source | None:
+    if view.role in (Role.WALL, Role.OPERATOR):
+        return view.output
+    if view.role is Role.CHAIR:
+        return floor
+    if floor is None or floor == view.site:
+        return chair if chair != view.site else None
+    return floor
