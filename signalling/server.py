@@ -105,7 +105,7 @@ class SignallingServer:
     ) -> None:
         self.conference = conference
         self.config = config
-        self._authenticate = authenticate
+        self.authenticate = authenticate
         self._on_facts = on_facts
         self._media = media
         self._clock = clock
@@ -213,7 +213,7 @@ class SignallingServer:
             except Exception as exc:
                 self._reply(ws, self._refuse(exc, log))
                 continue
-            site_id = self._authenticate(request.token)
+            site_id = self.authenticate(request.token)
             if site_id is None or site_id not in self.conference.sites:
                 log.info("refused a hello with an unknown token from %s", ws.remote_address)
                 self._reply(ws, m.error(request.id, "unauthorized", "unknown or revoked token"))

@@ -55,6 +55,7 @@ class Huishang:
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._closed = False
+        self._tokens_read_at = time.monotonic()
         self.web_url = ""
 
     @classmethod
@@ -128,8 +129,9 @@ class Huishang:
             ssl=ssl_context,
         )
         persist = _FactWriter(store, conference_id)
-        signalling = SignallingServer(conference, server_config, tokens.lookup, on_facts=persist)
+        signalling = SignallingServer(conference, server_config, lambda t: None, on_facts=persist)
         app = cls(config, store, tokens, conference, signalling)
+        signalling.authenticate = app.authenticate
         await signalling.start()
         try:
             aio = web.Application(client_max_size=1024 * 1024)
@@ -158,6 +160,18 @@ class Huishang:
             return public
         scheme = "wss" if self.signalling.config.ssl is not None else "ws"
         return f"{scheme}://{_url_host(self.config.signalling.host)}:{self.signalling.port}/"
+
+    def authenticate(self, token: str) -> SiteId | None:
+        """The site a token belongs to. On a miss the store's tokens are read again (at most
+        once a second), so a token issued by ``huishang token`` works without a restart."""
+        site = self.tokens.lookup(token)
+        if site is None and not self._closed and time.monotonic() - self._tokens_read_at > 1:
+            self._tokens_read_at = time.monotonic()
+            known = {s.id for s in self.config.sites}
+            overrides = self.store.token_hashes()
+            self.tokens = TokenBook.merged(self.config.token_hashes, overrides, known=known)
+            site = self.tokens.lookup(token)
+        return site
 
     def token_for(self, site_id: SiteId) -> str | None:
         """The plain token of a demo site (real deployments keep no plain tokens)."""

@@ -77,7 +77,7 @@ def _site_for(request: web.Request) -> SiteId | None:
     auth = request.headers.get("Authorization", "")
     if auth.startswith("Bearer "):
         token = auth.removeprefix("Bearer ").strip()
-    return request.app[APP].tokens.lookup(token)
+    return request.app[APP].authenticate(token)
 
 
 async def _join(request: web.Request) -> web.StreamResponse:
