@@ -1,0 +1,245 @@
+"""Scaling one source picture into one wall tile, plane by plane in I420.
+
+The method is chosen per plane from the source and destination sizes, by measurement on this
+machine (FIELD-NOTES.md, "Codec and compositor costs"; re-measured with
+``benchmarks/compositor_bench.py --resize``, one thread, quality as Y-PSNR against an exact
+box filter):
+
+============================  ==========================  ===========================
+case                          method                      why
+============================  ==========================  ===========================
+same size                     plane copy                  nothing to filter
+exact 2^k downscale           cv2 ``INTER_AREA`` 2x steps  SIMD fast path, exact box:
+                                                          720p→320x180 0.10 ms, 54 dB
+other downscales              swscale AREA, one reused    0.23–0.47 ms, 59–61 dB; cv2
+                              ``VideoReformatter`` per    ``INTER_LINEAR`` is as fast but
+                              tile, ``threads=1``         aliases (24–40 dB); cv2
+                                                          ``INTER_AREA`` is 4–10x slower
+upscales                      cv2 ``INTER_LINEAR``        no aliasing when enlarging
+============================  ==========================  ===========================
+
+A :class:`TilePlan` is computed once per (source size, tile rect, fit mode) and reused for
+every frame until one of them changes. It never reads a clock and never allocates the output:
+cv2 writes straight into the canvas views (``dst=``).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import cast
+
+import av
+import cv2
+import numpy as np
+import numpy.typing as npt
+from av.video.plane import VideoPlane
+from av.video.reformatter import Interpolation, VideoReformatter
+
+from .layout import Rect
+
+__all__ = [
+    "FitMode",
+    "Method",
+    "TilePlan",
+    "TileScaler",
+    "plan_tile",
+    "plane_array",
+    "plane_method",
+]
+
+U8 = npt.NDArray[np.uint8]
+Planes = tuple[U8, U8, U8]
+
+
+class FitMode(enum.StrEnum):
+    """How a picture of another aspect ratio fills its tile."""
+
+    LETTERBOX = "letterbox"  # whole picture visible, bars on two sides
+    FILL = "fill"  # tile filled, picture cropped on two sides
+
+
+class Method(enum.StrEnum):
+    """How one plane is resized (see the module docstring)."""
+
+    COPY = "copy"
+    HALVE = "halve"  # exact 2^k downscale by cv2 INTER_AREA 2x steps
+    SWSCALE = "swscale"  # swscale AREA through a reused VideoReformatter
+    LINEAR = "linear"  # cv2 INTER_LINEAR (upscales)
+
+
+def plane_method(sw: int, sh: int, dw: int, dh: int) -> Method:
+    """The resize method for a ``sw`` x ``sh`` plane region into ``dw`` x ``dh``."""
+    if (sw, sh) == (dw, dh) or dw <= 0 or dh <= 0:
+        return Method.COPY
+    if dw > sw or dh > sh:
+        return Method.LINEAR
+    k = 1
+    while sw >= dw << k and sh >= dh << k:
+        if sw == dw << k and sh == dh << k:
+            return Method.HALVE
+        k += 1
+    return Method.SWSCALE
+
+
+def _even(n: float) -> int:
+    return 2 * round(n / 2)
+
+
+@dataclass(frozen=True, slots=True)
+class TilePlan:
+    """Where and how one source size is drawn into one tile.
+
+    ``dst`` is the picture's rect on the canvas (inside the tile, even); ``crop`` the
+    source rect (even offsets) that maps onto it. For swscale, the whole source is scaled to
+    ``scaled`` and ``window`` (x, y offsets, even) is copied out of it.
+    """
+
+    tile: Rect
+    fit: FitMode
+    src_w: int
+    src_h: int
+    dst: Rect
+    crop: Rect
+    luma: Method
+    chroma: Method
+    scaled: tuple[int, int]
+    window: tuple[int, int]
+
+    def bars(self) -> tuple[Rect, ...]:
+        """The parts of the tile the picture leaves uncovered (letterbox bars)."""
+        t, d = self.tile, self.dst
+        out = []
+        if d.y > t.y:
+            out.append(Rect(t.x, t.y, t.w, d.y - t.y))
+        if d.y + d.h < t.y + t.h:
+            out.append(Rect(t.x, d.y + d.h, t.w, t.y + t.h - d.y - d.h))
+        if d.x > t.x:
+            out.append(Rect(t.x, d.y, d.x - t.x, d.h))
+        if d.x + d.w < t.x + t.w:
+            out.append(Rect(d.x + d.w, d.y, t.x + t.w - d.x - d.w, d.h))
+        return tuple(out)
+
+
+def plan_tile(tile: Rect, src_w: int, src_h: int, fit: FitMode) -> TilePlan:
+    """Plan drawing a ``src_w`` x ``src_h`` picture into ``tile`` with ``fit``."""
+    if src_w < 2 or src_h < 2:
+        raise ValueError(f"source {src_w}x{src_h} is too small")
+    if fit is FitMode.LETTERBOX:
+        scale = min(tile.w / src_w, tile.h / src_h)
+        dw = min(tile.w, max(2, _even(src_w * scale)))
+        dh = min(tile.h, max(2, _even(src_h * scale)))
+        dx = tile.x + ((tile.w - dw) // 2 & ~1)
+        dy = tile.y + ((tile.h - dh) // 2 & ~1)
+        dst = Rect(dx, dy, dw, dh)
+        crop = Rect(0, 0, src_w, src_h)
+        scaled, window = (dw, dh), (0, 0)
+    else:
+        scale = max(tile.w / src_w, tile.h / src_h)
+        cw = min(src_w, max(2, _even(tile.w / scale)))
+        ch = min(src_h, max(2, _even(tile.h / scale)))
+        crop = Rect((src_w - cw) // 2 & ~1, (src_h - ch) // 2 & ~1, cw, ch)
+        dst = tile
+        sw_, sh_ = max(tile.w, _even(src_w * scale)), max(tile.h, _even(src_h * scale))
+        scaled = (sw_, sh_)
+        window = ((sw_ - tile.w) // 2 & ~1, (sh_ - tile.h) // 2 & ~1)
+    luma = plane_method(crop.w, crop.h, dst.w, dst.h)
+    chroma_src = ((crop.w + 1) // 2, (crop.h + 1) // 2)
+    chroma = plane_method(*chroma_src, dst.w // 2, dst.h // 2)
+    if luma is Method.SWSCALE:
+        chroma = Method.SWSCALE
+    elif chroma is Method.SWSCALE:
+        # Odd-sized chroma next to an exact luma ratio: linear is close enough here.
+        chroma = Method.LINEAR
+    return TilePlan(tile, fit, src_w, src_h, dst, crop, luma, chroma, scaled, window)
+
+
+class TileScaler:
+    """Draws source pictures into one tile's canvas views; owns that tile's swscale context.
+
+    One per tile, used from the compose thread only.
+    """
+
+    def __init__(self, threads: int = 1) -> None:
+        self.threads = threads
+        self._reformatter = VideoReformatter()
+        self._staging: av.VideoFrame | None = None
+
+    def draw(
+        self,
+        plan: TilePlan,
+        src: Planes,
+        frame: av.VideoFrame | None,
+        dst: Planes,
+    ) -> None:
+        """Scale ``src`` (the source's Y, U, V; ``frame`` if it came as one) into ``dst``.
+
+        ``dst`` are the canvas views of ``plan.dst`` (luma ``(dh, dw)``, chroma halves).
+        """
+        if plan.luma is Method.SWSCALE:
+            self._swscale(plan, src, frame, dst)
+            return
+        c = plan.crop
+        cx, cy = c.x // 2, c.y // 2
+        cw, ch = (c.w + 1) // 2, (c.h + 1) // 2
+        _resize(src[0][c.y : c.y + c.h, c.x : c.x + c.w], dst[0], plan.luma)
+        _resize(src[1][cy : cy + ch, cx : cx + cw], dst[1], plan.chroma)
+        _resize(src[2][cy : cy + ch, cx : cx + cw], dst[2], plan.chroma)
+
+    def _swscale(
+        self, plan: TilePlan, src: Planes, frame: av.VideoFrame | None, dst: Planes
+    ) -> None:
+        if frame is None:
+            frame = self._stage(src)
+        sw, sh = plan.scaled
+        out = self._reformatter.reformat(
+            frame,
+            width=sw,
+            height=sh,
+            format="yuv420p",
+            interpolation=Interpolation.AREA,
+            threads=self.threads,
+        )
+        wx, wy = plan.window
+        for i, plane in enumerate(out.planes):
+            d = dst[i]
+            h, w = d.shape
+            x, y = (wx, wy) if i == 0 else (wx // 2, wy // 2)
+            np.copyto(d, plane_array(plane, plane.width, plane.height)[y : y + h, x : x + w])
+
+    def _stage(self, src: Planes) -> av.VideoFrame:
+        """Copy raw planes into a reused frame, so swscale can read them."""
+        h, w = src[0].shape
+        staging = self._staging
+        if staging is None or (staging.width, staging.height) != (w, h):
+            staging = av.VideoFrame(w, h, "yuv420p")
+            self._staging = staging
+        for plane, data in zip(staging.planes, src, strict=True):
+            np.copyto(plane_array(plane, data.shape[1], data.shape[0]), data)
+        return staging
+
+
+def plane_array(plane: VideoPlane, width: int, height: int) -> U8:
+    """A ``(height, width)`` numpy view of a frame plane (no copy; line size respected)."""
+    if plane.line_size < width or plane.buffer_size < plane.line_size * height:
+        raise ValueError(f"plane {plane.width}x{plane.height} is smaller than {width}x{height}")
+    data = np.frombuffer(cast("bytes", plane), np.uint8, count=plane.line_size * height)
+    return data.reshape(height, plane.line_size)[:, :width]
+
+
+def _resize(src: U8, dst: U8, method: Method) -> None:
+    h, w = dst.shape
+    if h == 0 or w == 0:
+        return
+    if method is Method.COPY:
+        np.copyto(dst, src)
+    elif method is Method.LINEAR:
+        cv2.resize(src, (w, h), dst=dst, interpolation=cv2.INTER_LINEAR)
+    elif method is Method.HALVE:
+        while src.shape[1] > 2 * w:
+            half = (src.shape[1] // 2, src.shape[0] // 2)
+            src = np.asarray(cv2.resize(src, half, interpolation=cv2.INTER_AREA), np.uint8)
+        cv2.resize(src, (w, h), dst=dst, interpolation=cv2.INTER_AREA)
+    else:
+        # Only luma decides swscale; a plane that lands here is a plain downscale.
+        cv2.resize(src, (w, h), dst=dst, interpolation=cv2.INTER_AREA)

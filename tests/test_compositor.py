@@ -1,0 +1,488 @@
+"""The wall compositor (bridge/compositor.py, scaler.py, labels.py) on synthetic frames.
+
+Sources are painted with distinct flat colours (or stripes), so where each one lands can be
+read back from the composed I420 canvas. No timing is asserted anywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import av
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from bridge.compositor import (
+    NO_SIGNAL_TEXT,
+    OFFLINE_TEXT,
+    Compositor,
+    CompositorConfig,
+    FitMode,
+    TileSpec,
+)
+from bridge.labels import FontNotFoundError, LabelConfig, TextRenderer, rgb_to_yuv
+from bridge.layout import LayoutError, LayoutErrorReason, Rect, tile_rects
+from bridge.scaler import Method, plan_tile, plane_method
+
+U8 = npt.NDArray[np.uint8]
+STREETS = [
+    "珠吉街",
+    "冼村街",
+    "猎德街",
+    "沙河街",
+    "石牌街",
+    "长兴街",
+    "天河南街",
+    "黄村街",
+    "林和街",
+]
+W, H = 640, 360
+BLACK = rgb_to_yuv((0, 0, 0))
+
+
+def colour(i: int) -> tuple[int, int, int]:
+    """A distinct flat Y, U, V colour per source index (away from the black background)."""
+    return 40 + 20 * i, 60 + 15 * i, 200 - 12 * i
+
+
+def raw(w: int, h: int, yuv: tuple[int, int, int]) -> tuple[U8, U8, U8]:
+    cw, ch = (w + 1) // 2, (h + 1) // 2
+    return (
+        np.full((h, w), yuv[0], np.uint8),
+        np.full((ch, cw), yuv[1], np.uint8),
+        np.full((ch, cw), yuv[2], np.uint8),
+    )
+
+
+def frame(w: int, h: int, yuv: tuple[int, int, int]) -> av.VideoFrame:
+    """A yuv420p frame painted through its planes (line size may exceed the width)."""
+    out = av.VideoFrame(w, h, "yuv420p")
+    for plane, value in zip(out.planes, yuv, strict=True):
+        np.frombuffer(plane, np.uint8)[:] = value  # type: ignore[call-overload]
+    return out
+
+
+def planes(out: av.VideoFrame) -> tuple[U8, U8, U8]:
+    data = out.to_ndarray()
+    h, w = out.height, out.width
+    chroma = data[h:].reshape(2, h // 2, w // 2)
+    return data[:h], chroma[0], chroma[1]
+
+
+def pixel(out: av.VideoFrame, x: int, y: int) -> tuple[int, int, int]:
+    yp, up, vp = planes(out)
+    return int(yp[y, x]), int(up[y // 2, x // 2]), int(vp[y // 2, x // 2])
+
+
+def centre(r: Rect) -> tuple[int, int]:
+    return r.x + r.w // 2, r.y + r.h // 3  # above the label at the bottom-left
+
+
+@pytest.fixture(scope="module")
+def renderer() -> TextRenderer:
+    return TextRenderer()
+
+
+def make(**kwargs: object) -> Compositor:
+    options: dict[str, object] = {"width": W, "height": H, "show_clock": False}
+    options.update(kwargs)
+    return Compositor(CompositorConfig(**options))  # type: ignore[arg-type]
+
+
+# -- placement ---------------------------------------------------------------------------
+
+
+def test_each_source_lands_in_its_rect() -> None:
+    comp = make(show_labels=False)
+    comp.set_layout("9", None, [TileSpec(f"s{i}", STREETS[i]) for i in range(9)])
+    sizes = [(640, 360), (1280, 720), (320, 180), (641, 361), (213, 120), (1920, 1080)]
+    for i in range(9):
+        w, h = sizes[i % len(sizes)]
+        source = frame(w, h, colour(i)) if i % 2 else raw(w, h, colour(i))
+        comp.push(f"s{i}", source, now=0.0)
+    out = comp.compose(now=0.5)
+    rects = comp.tile_rects()
+    assert rects == tile_rects("9", W, H)
+    for i, r in enumerate(rects):
+        assert pixel(out, *centre(r)) == colour(i), (i, r)
+        # the whole tile is this source (16:9 into 16:9: no bars), except at the edges
+        yp = planes(out)[0]
+        inner = yp[r.y + 2 : r.y + r.h - 2, r.x + 2 : r.x + r.w - 2]
+        assert np.all(inner == colour(i)[0]), i
+    assert comp.stats.draw_errors == 0
+
+
+def test_output_is_a_yuv420p_frame_of_the_canvas_size() -> None:
+    comp = make()
+    out = comp.compose(now=0.0)
+    assert (out.width, out.height, out.format.name) == (W, H, "yuv420p")
+
+
+def test_custom_layout_and_empty_tiles() -> None:
+    comp = make(show_labels=False)
+    rects = [(0.0, 0.0, 0.5, 0.5), (0.5, 0.5, 0.5, 0.5)]
+    comp.set_layout("custom", rects, [TileSpec("a"), TileSpec(None)])
+    comp.push("a", raw(320, 180, colour(3)), now=0.0)
+    out = comp.compose(now=0.0)
+    a, empty = comp.tile_rects()
+    assert pixel(out, *centre(a)) == colour(3)
+    assert pixel(out, *centre(empty)) == BLACK
+    assert pixel(out, 10, H - 10) == BLACK  # not covered by any tile
+
+
+def test_letterbox_and_fill_geometry() -> None:
+    tile = Rect(0, 0, 320, 180)
+    box = plan_tile(tile, 480, 360, FitMode.LETTERBOX)  # 4:3 into 16:9
+    assert box.dst == Rect(40, 0, 240, 180)
+    assert box.bars() == (Rect(0, 0, 40, 180), Rect(280, 0, 40, 180))
+    fill = plan_tile(tile, 480, 360, FitMode.FILL)
+    assert fill.dst == tile
+    assert fill.crop == Rect(0, 44, 480, 270)
+    assert fill.bars() == ()
+    tall = plan_tile(Rect(100, 50, 200, 400), 640, 360, FitMode.LETTERBOX)
+    assert tall.dst.x == 100 and tall.dst.w == 200 and tall.dst.y > 50
+    assert all(v % 2 == 0 for v in (*tall.dst, *fill.crop))
+
+
+@pytest.mark.parametrize("fit", [FitMode.LETTERBOX, FitMode.FILL])
+def test_letterbox_and_fill_on_the_canvas(fit: FitMode) -> None:
+    # 4:3 source: top 20 rows bright, then mid grey; fill crops the top 45 rows away.
+    y, u, v = raw(480, 360, (120, 128, 128))
+    y[:20] = 220
+    comp = make(show_labels=False, fit=fit)
+    comp.set_layout("1", None, [TileSpec("cam")])
+    comp.push("cam", (y, u, v), now=0.0)
+    yp = planes(comp.compose(now=0.0))[0]
+    if fit is FitMode.LETTERBOX:
+        assert np.all(yp[:, :80] == BLACK[0]) and np.all(yp[:, -80:] == BLACK[0])
+        assert yp[5, W // 2] == 220 and yp[H // 2, W // 2] == 120
+    else:
+        assert not np.any(yp == BLACK[0])
+        assert not np.any(yp > 200)
+
+
+def test_per_tile_fit_overrides_config() -> None:
+    comp = make(show_labels=False)
+    comp.set_layout("2", None, [TileSpec("a"), TileSpec("a", fit=FitMode.FILL)])
+    comp.push("a", raw(640, 360, colour(1)), now=0.0)
+    out = comp.compose(now=0.0)
+    left, right = comp.tile_rects()
+    assert pixel(out, left.x + left.w // 2, 4) == BLACK  # letterboxed: bar on top
+    assert pixel(out, right.x + right.w // 2, 4) == colour(1)  # filled
+
+
+@pytest.mark.parametrize(
+    ("src", "dst", "method"),
+    [
+        ((640, 360), (640, 360), Method.COPY),
+        ((640, 360), (320, 180), Method.HALVE),
+        ((1280, 720), (320, 180), Method.HALVE),
+        ((1280, 720), (480, 270), Method.SWSCALE),
+        ((640, 360), (384, 216), Method.SWSCALE),
+        ((640, 360), (960, 540), Method.LINEAR),
+    ],
+)
+def test_resize_method_rules(src: tuple[int, int], dst: tuple[int, int], method: Method) -> None:
+    assert plane_method(*src, *dst) is method
+
+
+@pytest.mark.parametrize("size", [(1280, 720), (640, 360), (400, 300), (320, 180)])
+def test_every_resize_method_keeps_a_gradient(size: tuple[int, int]) -> None:
+    w, h = size
+    ramp = np.tile(np.linspace(16, 235, w).astype(np.uint8), (h, 1))
+    _, u, v = raw(w, h, (0, 90, 170))
+    comp = make(show_labels=False, width=960, height=540)
+    comp.set_layout("4", None, [TileSpec("a")])
+    comp.push("a", (ramp, u, v), now=0.0)
+    out = comp.compose(now=0.0)
+    r = comp.tile_rects()[0]
+    yp, up, vp = planes(out)
+    row = yp[r.y + r.h // 2, r.x : r.x + r.w].astype(int)
+    picture = row[row != BLACK[0]]
+    assert picture[0] < 40 and picture[-1] > 210
+    assert np.all(np.diff(picture) >= -1)  # still a ramp, left to right
+    assert up[(r.y + r.h // 2) // 2, (r.x + r.w // 2) // 2] == 90
+    assert vp[(r.y + r.h // 2) // 2, (r.x + r.w // 2) // 2] == 170
+
+
+# -- text --------------------------------------------------------------------------------
+
+
+def test_cjk_glyphs_are_real(renderer: TextRenderer) -> None:
+    notdef = renderer.text_mask("\U0010fffd", 32)
+    masks = {ch: renderer.text_mask(ch, 32) for ch in "珠吉街冼村"}
+    for ch, mask in masks.items():
+        assert mask.any(), ch
+        assert mask.shape != notdef.shape or not np.array_equal(mask, notdef), ch
+        assert renderer.has_glyph(ch)
+    flat = [m.tobytes() for m in masks.values()]
+    assert len(set(flat)) == len(flat)  # every character draws differently
+    a, b = renderer.text_mask("珠吉街", 32), renderer.text_mask("冼村街", 32)
+    assert a.shape == b.shape and not np.array_equal(a, b)
+    # the shared 街 is drawn the same at the end of both names
+    assert np.array_equal(a[:, -a.shape[1] // 3 :], b[:, -b.shape[1] // 3 :])
+    assert not renderer.has_glyph("\U0010fffd")
+    assert renderer.missing_glyphs("珠吉街\U0010fffd") == "\U0010fffd"
+    for name in STREETS:
+        assert renderer.missing_glyphs(name) == ""
+
+
+def test_labels_reach_the_canvas(renderer: TextRenderer) -> None:
+    comp = make()
+    comp.set_layout("2", None, [TileSpec("a", "珠吉街"), TileSpec("b", "冼村街")])
+    comp.push("a", raw(640, 360, (60, 128, 128)), now=0.0)
+    comp.push("b", raw(640, 360, (60, 128, 128)), now=0.0)
+    yp = planes(comp.compose(now=0.0))[0]
+    regions = []
+    for r in comp.tile_rects():
+        # the label sits at the bottom-left of the tile; same video, different text
+        region = yp[r.y + r.h - 60 : r.y + r.h, r.x : r.x + 120].astype(int)
+        assert region.max() > 180  # white text over the video (Y=60) and letterbox bars
+        regions.append(region)
+    assert not np.array_equal(regions[0], regions[1])
+    label = renderer.label("珠吉街", 24, 300)
+    assert label.coverage is not None and label.coverage.any()
+
+
+def test_font_errors_are_clear(tmp_path: object) -> None:
+    with pytest.raises(FontNotFoundError) as info:
+        TextRenderer(LabelConfig(font_path="/nonexistent/font.ttc"))
+    assert "/nonexistent/font.ttc" in str(info.value)
+    assert info.value.tried == ("/nonexistent/font.ttc",)
+    with pytest.raises(FontNotFoundError):
+        TextRenderer(LabelConfig(font_candidates=()))
+    latin = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+    import os
+
+    if os.path.isfile(latin):
+        with pytest.raises(FontNotFoundError, match="no glyph"):
+            TextRenderer(LabelConfig(font_path=latin))
+
+
+def test_banner_band_and_clock() -> None:
+    comp = make(show_clock=True, buffers=1)
+    comp.set_layout("4", None, [TileSpec(f"s{i}") for i in range(4)])
+    out = comp.compose(now=0.0, clock_text="08:15:30")
+    band = comp.tile_rects()[0].y
+    assert band > 0 and band % 2 == 0
+    assert pixel(out, 2, 2) == rgb_to_yuv(comp.config.labels.banner_background)
+    clock_a = planes(out)[0][:band, W // 2 :].copy()
+    out = comp.compose(now=0.1, clock_text="08:15:30")
+    assert comp.stats.band_drawn == 1  # unchanged text: not redrawn
+    out = comp.compose(now=1.0, clock_text="08:15:31")
+    assert comp.stats.band_drawn == 2
+    clock_b = planes(out)[0][:band, W // 2 :]
+    assert not np.array_equal(clock_a, clock_b)
+    comp.set_banner("天河区应急指挥视频会商")
+    yp = planes(comp.compose(now=1.0, clock_text="08:15:31"))[0]
+    assert yp[:band, : W // 2].max() > 150  # banner text drawn
+
+
+def test_no_band_without_banner_or_clock() -> None:
+    comp = make(show_clock=False)
+    comp.set_layout("4", None, [TileSpec("a")])
+    comp.compose(now=0.0)
+    assert comp.tile_rects()[0].y == 0
+    comp.set_banner("会标")
+    comp.compose(now=0.0)
+    assert comp.tile_rects()[0].y > 0
+
+
+def test_floor_border() -> None:
+    comp = make(show_labels=False, buffers=1)
+    comp.set_layout("4", None, [TileSpec(f"s{i}") for i in range(4)])
+    for i in range(4):
+        comp.push(f"s{i}", raw(320, 180, colour(i)), now=0.0)
+    comp.set_floor("s1")
+    out = comp.compose(now=0.0)
+    r = comp.tile_rects()[1]
+    border = rgb_to_yuv(comp.config.floor_border)
+    assert pixel(out, r.x, r.y) == border
+    assert pixel(out, r.x + r.w - 1, r.y + r.h // 2) == border
+    assert pixel(out, *centre(r)) == colour(1)
+    assert pixel(out, *comp.tile_rects()[0][:2]) == colour(0)
+    comp.set_floor(None)
+    out = comp.compose(now=0.0)
+    assert pixel(out, r.x, r.y) == colour(1)
+    assert comp.stats.tile_draws == [1, 2, 1, 1]
+
+
+# -- placeholders, stalls, bad input -------------------------------------------------------
+
+
+def _tile_equals(out: av.VideoFrame, r: Rect, y: U8) -> bool:
+    return bool(np.array_equal(planes(out)[0][r.y : r.y + r.h, r.x : r.x + r.w], y))
+
+
+def test_placeholders_for_absent_and_stalled_sources(renderer: TextRenderer) -> None:
+    comp = make(buffers=1)
+    comp.set_layout("2", None, [TileSpec("a", "猎德街"), TileSpec("b", "沙河街")])
+    comp.push("a", raw(640, 360, colour(2)), now=10.0)
+    out = comp.compose(now=10.5)
+    ra, rb = comp.tile_rects()
+    offline = renderer.placeholder("沙河街", OFFLINE_TEXT, rb.w, rb.h, offline=True)
+    assert _tile_equals(out, rb, offline.y)
+    assert pixel(out, *centre(ra)) == colour(2)
+    # silent for 2 s: no signal
+    out = comp.compose(now=11.99)
+    assert pixel(out, *centre(ra)) == colour(2)
+    out = comp.compose(now=12.0)
+    stalled = renderer.placeholder("猎德街", NO_SIGNAL_TEXT, ra.w, ra.h, offline=False)
+    assert _tile_equals(out, ra, stalled.y)
+    assert not np.array_equal(stalled.y, offline.y)
+    # back again, then removed (left the conference): offline
+    comp.push("a", raw(640, 360, colour(4)), now=12.5)
+    out = comp.compose(now=12.6)
+    assert pixel(out, *centre(ra)) == colour(4)
+    comp.remove("a")
+    out = comp.compose(now=12.7)
+    assert _tile_equals(
+        out, ra, renderer.placeholder("猎德街", OFFLINE_TEXT, ra.w, ra.h, offline=True).y
+    )
+
+
+def test_resolution_change_mid_stream() -> None:
+    comp = make(show_labels=False)
+    comp.set_layout("4", None, [TileSpec("a")])
+    r = tile_rects("4", W, H)[0]
+    for now, (w, h), i in [(0.0, (640, 360), 1), (0.1, (1280, 720), 2), (0.2, (320, 240), 3)]:
+        comp.push("a", frame(w, h, colour(i)), now=now)
+        out = comp.compose(now=now)
+        assert pixel(out, *centre(r)) == colour(i)
+    # 4:3 now: letterboxed with bars at the sides
+    assert pixel(out, r.x + 2, r.y + r.h // 2) == BLACK
+    assert comp.stats.draw_errors == 0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        (
+            np.zeros((360, 640), np.uint8),
+            np.zeros((90, 160), np.uint8),
+            np.zeros((180, 320), np.uint8),
+        ),
+        (
+            np.zeros((360, 640), np.float32),
+            np.zeros((180, 320), np.uint8),
+            np.zeros((180, 320), np.uint8),
+        ),
+        (
+            np.zeros((360, 640, 3), np.uint8),
+            np.zeros((180, 320), np.uint8),
+            np.zeros((180, 320), np.uint8),
+        ),
+        (np.zeros((1, 1), np.uint8), np.zeros((1, 1), np.uint8), np.zeros((1, 1), np.uint8)),
+        (np.zeros((360, 640), np.uint8),),
+        "not a frame",
+    ],
+)
+def test_corrupt_frame_shows_no_signal(
+    bad: object, renderer: TextRenderer, caplog: pytest.LogCaptureFixture
+) -> None:
+    comp = make(buffers=1)
+    comp.set_layout("2", None, [TileSpec("a", "石牌街"), TileSpec("b", "长兴街")])
+    comp.push("a", raw(640, 360, colour(1)), now=0.0)
+    comp.push("b", raw(640, 360, colour(2)), now=0.0)
+    comp.compose(now=0.0)
+    with caplog.at_level(logging.WARNING, logger="bridge.compositor"):
+        comp.push("a", bad, now=0.1)  # type: ignore[arg-type]
+    assert any("malformed frame from a" in rec.getMessage() for rec in caplog.records)
+    out = comp.compose(now=0.1)
+    ra, rb = comp.tile_rects()
+    assert _tile_equals(
+        out, ra, renderer.placeholder("石牌街", NO_SIGNAL_TEXT, ra.w, ra.h, offline=False).y
+    )
+    assert pixel(out, *centre(rb)) == colour(2)
+    assert comp.stats.malformed_frames == 1
+    comp.push("a", raw(640, 360, colour(5)), now=0.2)
+    assert pixel(comp.compose(now=0.2), *centre(ra)) == colour(5)
+
+
+def test_non_yuv420p_frames_are_converted() -> None:
+    comp = make(show_labels=False)
+    comp.set_layout("1", None, [TileSpec("a")])
+    rgb = np.zeros((360, 640, 3), np.uint8)
+    rgb[...] = (255, 255, 255)
+    comp.push("a", av.VideoFrame.from_ndarray(rgb, format="rgb24"), now=0.0)
+    y, _, _ = pixel(comp.compose(now=0.0), W // 2, H // 2)
+    assert y > 200
+
+
+# -- incremental redraw ------------------------------------------------------------------
+
+
+def test_unchanged_tiles_are_not_redrawn() -> None:
+    comp = make(buffers=1)
+    comp.set_layout("4", None, [TileSpec(f"s{i}", STREETS[i]) for i in range(4)])
+    for i in range(4):
+        comp.push(f"s{i}", raw(320, 180, colour(i)), now=0.0)
+    comp.compose(now=0.0)
+    assert comp.stats.tile_draws == [1, 1, 1, 1]
+    comp.compose(now=0.1)
+    assert comp.stats.tile_draws == [1, 1, 1, 1]
+    assert comp.stats.tiles_skipped == 4
+    comp.push("s2", raw(320, 180, colour(7)), now=0.2)
+    out = comp.compose(now=0.2)
+    assert comp.stats.tile_draws == [1, 1, 2, 1]
+    assert pixel(out, *centre(comp.tile_rects()[2])) == colour(7)
+    comp.set_layout("4", None, [TileSpec(f"s{i}", STREETS[i]) for i in range(4)])
+    comp.compose(now=0.3)
+    assert comp.stats.tile_draws == [1, 1, 1, 1]  # new layout: counted afresh
+
+
+def test_ring_buffers_keep_handed_out_frames_intact() -> None:
+    comp = make(buffers=2, show_labels=False)
+    comp.set_layout("1", None, [TileSpec("a")])
+    comp.push("a", raw(640, 360, colour(1)), now=0.0)
+    first = comp.compose(now=0.0)
+    comp.push("a", raw(640, 360, colour(2)), now=0.1)
+    second = comp.compose(now=0.1)
+    assert pixel(first, 100, 100) == colour(1)  # the previous frame was not overwritten
+    assert pixel(second, 100, 100) == colour(2)
+    third = comp.compose(now=0.2)  # same source generation, other buffer catches up
+    assert pixel(third, 100, 100) == colour(2)
+    assert comp.stats.tile_draws == [3]
+    comp.compose(now=0.3)
+    assert comp.stats.tile_draws == [3]
+
+
+def test_bad_layouts_are_refused() -> None:
+    comp = make()
+    with pytest.raises(LayoutError) as info:
+        comp.set_layout("4", None, [TileSpec(f"s{i}") for i in range(5)])
+    assert info.value.reason is LayoutErrorReason.TOO_MANY_TILES
+    with pytest.raises(LayoutError):
+        comp.set_layout("custom", [(0, 0, 0.6, 1), (0.5, 0, 0.5, 1)], [TileSpec("a")])
+    with pytest.raises(ValueError):
+        CompositorConfig(width=641, height=360)
+
+
+def test_push_from_threads_while_composing() -> None:
+    comp = make(buffers=2)
+    comp.set_layout("9", None, [TileSpec(f"s{i}", STREETS[i]) for i in range(9)])
+    errors: list[BaseException] = []
+
+    def feed(first: int) -> None:
+        try:
+            for n in range(60):
+                for i in range(first, 9, 3):
+                    comp.push(f"s{i}", raw(320, 180, colour((i + n) % 9)), now=n * 0.01)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=feed, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    frames = 0
+    while any(t.is_alive() for t in threads) or frames < 5:
+        comp.compose(now=0.3)
+        frames += 1
+    for t in threads:
+        t.join()
+    out = comp.compose(now=0.7)
+    assert not errors
+    for i, r in enumerate(comp.tile_rects()):
+        assert pixel(out, *centre(r)) == colour((i + 59) % 9)
