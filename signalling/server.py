@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 import ssl
@@ -69,6 +70,17 @@ class MediaPlane(Protocol):
     async def candidate(self, session: SessionId, candidate: Mapping[str, Any] | None) -> None: ...
 
     async def close_session(self, session: SessionId) -> None: ...
+
+
+def _rate_limited(frame: str | bytes) -> RateLimited:
+    """The refusal of a frame over the rate limit, answering its ``id`` when it has one."""
+    re = None
+    if isinstance(frame, str) and len(frame) <= m.MAX_FRAME_BYTES:
+        with contextlib.suppress(ValueError, RecursionError):
+            obj = json.loads(frame)
+            if isinstance(obj, dict) and isinstance(obj.get("id"), str | int):
+                re = obj["id"]
+    return RateLimited("slow down: too many messages", re=re)
 
 
 class _TokenBucket:
@@ -168,7 +180,7 @@ class SignallingServer:
                 if not self.conference.is_live(session):
                     break  # replaced meanwhile
                 if not bucket.take(time.monotonic()):
-                    self._reply(ws, self._refuse(RateLimited("slow down: too many messages"), log))
+                    self._reply(ws, self._refuse(_rate_limited(frame), log))
                     continue
                 try:
                     request = self._parse(frame)
@@ -198,7 +210,7 @@ class SignallingServer:
                     await ws.close(1008, "no hello in time")
                 return None
             if not bucket.take(time.monotonic()):
-                self._reply(ws, self._refuse(RateLimited("slow down: too many messages"), log))
+                self._reply(ws, self._refuse(_rate_limited(frame), log))
                 continue
             try:
                 request = self._parse(frame)
