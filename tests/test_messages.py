@@ -414,6 +414,7 @@ def test_ok_and_error_shapes() -> None:
     "echoing them (banner event) makes serialize(...).encode('utf-8') raise "
     "UnicodeEncodeError, so the frame cannot be sent",
     strict=True,
+    raises=UnicodeEncodeError,
 )
 def test_parsed_text_can_always_be_sent_back() -> None:
     try:
