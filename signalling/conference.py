@@ -141,7 +141,7 @@ class _Poll:
             "target": target,
             "sites": list(self.sites),
             "interval_s": self.interval_s,
-            "current": self.sites[self.index] if self.sites else None,
+            "current": self.sites[self.index] if 0 <= self.index < len(self.sites) else None,
         }
 
 
@@ -214,9 +214,7 @@ class Conference:
         del self._live[site_id]
         state = self._state[site_id]
         state.online, state.since, state.link = False, now, None
-        if state.hand:
-            state.hand = False
-            self._hands.remove(site_id)
+        self._lower_hand(site_id, out)
         out.facts.append(SiteLeft(site_id, now))
         out.broadcast(self._site_event(site_id))
         if self.floor == site_id:
@@ -274,7 +272,8 @@ class Conference:
 
     def next_deadline(self) -> float | None:
         """The earliest time at which :meth:`tick` has something to do."""
-        times = [s.detached_at + self.grace for s in self._sessions.values() if s.detached_at]
+        sessions = self._sessions.values()
+        times = [s.detached_at + self.grace for s in sessions if s.detached_at is not None]
         if self.rollcall is not None and (deadline := self.rollcall.deadline()) is not None:
             times.append(deadline)
         times += [p.next_at for p in self._polls.values()]
@@ -290,8 +289,9 @@ class Conference:
         match request:
             case m.Floor(site=target):
                 self._require(role, "give the floor", Role.CHAIR)
+                checked = self._floor_target(target)
                 self._stop_poll(("wall", "floor"), out)
-                self._set_floor(self._floor_target(target), out)
+                self._set_floor(checked, out)
             case m.Mute():
                 self._mute(site, request, out)
             case m.MuteAll(audio=audio):
@@ -426,9 +426,7 @@ class Conference:
     def _set_floor(self, target: SiteId | None, out: Outcome) -> None:
         if target is not None:
             state = self._state[target]
-            if state.hand:  # giving the floor answers the raised hand
-                state.hand = False
-                self._hands.remove(target)
+            self._lower_hand(target, out)  # giving the floor answers the raised hand
             if state.audio_muted:  # the chair gives the floor so the site can speak
                 state.audio_muted = state.muted_by_chair = False
                 self._tell_muted(target, out, audio=False)
@@ -453,7 +451,10 @@ class Conference:
                 raise Forbidden("the chair muted this site; only the chair may unmute it")
         if req.audio is not None:
             state.audio_muted = req.audio
-            state.muted_by_chair = req.audio and by_chair and target.id != actor.id
+            if by_chair and target.id != actor.id:
+                state.muted_by_chair = req.audio
+            elif not req.audio:
+                state.muted_by_chair = False
         if req.video is not None:
             state.video_muted = req.video
         if by_chair and target.id != actor.id:
@@ -488,15 +489,23 @@ class Conference:
             self._require(actor.role, "raise a hand", *SPEAKING_ROLES)
             target = actor.id
         state = self._state[target]
-        if state.hand == req.up:
-            return
-        state.hand = req.up
-        if req.up:
+        if req.up and not state.hand:
+            state.hand = True
             self._hands.append(target)
-        else:
-            self._hands.remove(target)
-        out.broadcast(self._site_event(target))
+            out.broadcast(self._site_event(target))
+            out.broadcast({"type": "hands", "queue": list(self._hands)})
+        elif not req.up and self._lower_hand(target, out):
+            out.broadcast(self._site_event(target))
+
+    def _lower_hand(self, site_id: SiteId, out: Outcome) -> bool:
+        """Lower a raised hand (the caller sends the site's event); tell everyone the queue."""
+        state = self._state[site_id]
+        if not state.hand:
+            return False
+        state.hand = False
+        self._hands.remove(site_id)
         out.broadcast({"type": "hands", "queue": list(self._hands)})
+        return True
 
     def _rollcall(self, req: m.Rollcall, now: float, out: Outcome) -> None:
         call = self.rollcall
@@ -559,7 +568,8 @@ class Conference:
             if target != "floor" or camera or self._state[candidate].online:
                 poll.index = (poll.index + step) % n
                 break
-        else:
+        else:  # every polled site is offline: nobody to show
+            poll.index = -1
             out.broadcast({"type": "poll", **poll.to_wire(output, target)})
             return
         source = poll.sites[poll.index]

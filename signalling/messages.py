@@ -251,7 +251,12 @@ class _Fields:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """A JSON number that fits a float (Python's ints are unbounded; JSON's are not)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) <= 2**53
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def layout_from_wire(value: Any, re: RequestId = None) -> Layout:
@@ -374,16 +379,26 @@ def _request(kind: str, f: _Fields, re: RequestId) -> Request:
     raise BadRequest(f"unknown message type {kind!r}", re=re)
 
 
-def parse(frame: str | bytes) -> Request:
+def frame_size(frame: str | bytes) -> int:
+    """A frame's size in bytes as sent (UTF-8 for text frames)."""
+    if isinstance(frame, bytes) or frame.isascii():
+        return len(frame)
+    return len(frame.encode("utf-8", "surrogatepass"))
+
+
+def parse(frame: str | bytes, *, limit: int = MAX_FRAME_BYTES) -> Request:
     """Parse one client frame. Raises :class:`TooLarge` or :class:`BadRequest`, nothing else."""
-    if len(frame) > MAX_FRAME_BYTES:
-        raise TooLarge(f"frame of {len(frame)} bytes is over the {MAX_FRAME_BYTES}-byte limit")
+    size = frame_size(frame)
+    if size > limit:
+        raise TooLarge(f"frame of {size} bytes is over the {limit}-byte limit")
     if isinstance(frame, bytes):
         raise BadRequest("binary frames are not part of the protocol; send JSON text")
     try:
         obj = json.loads(frame)
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"not JSON: {exc}") from None
+    if "\\u" in frame and not _valid_unicode(obj):
+        raise BadRequest("text contains invalid Unicode (a lone surrogate escape)")
     if not isinstance(obj, dict):
         raise BadRequest("a message must be a JSON object")
     re = obj.get("id")
@@ -395,6 +410,21 @@ def parse(frame: str | bytes) -> Request:
     if not isinstance(kind, str):
         raise BadRequest("field 'type' is missing or not a string", re=re)
     return _request(kind, _Fields(obj, kind, re), re)
+
+
+def _valid_unicode(value: Any) -> bool:
+    """No lone surrogates anywhere (they cannot be encoded back to UTF-8)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_valid_unicode(k) and _valid_unicode(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_valid_unicode(v) for v in value)
+    return True
 
 
 def serialize(message: Mapping[str, Any]) -> str:

@@ -29,7 +29,7 @@ from websockets.exceptions import ConnectionClosed
 
 from . import messages as m
 from .conference import Conference, Fact, Outcome
-from .errors import BadRequest, Conflict, RateLimited, SignallingError, TooLarge, error_code
+from .errors import BadRequest, Conflict, RateLimited, SignallingError, error_code
 from .model import SessionId, Site, SiteId
 
 __all__ = [
@@ -318,11 +318,7 @@ class SignallingServer:
     # -- helpers ----------------------------------------------------------------------------
 
     def _parse(self, frame: str | bytes) -> m.Request:
-        if len(frame) > self.config.max_frame_bytes:
-            raise TooLarge(
-                f"frame of {len(frame)} bytes is over the {self.config.max_frame_bytes}-byte limit"
-            )
-        return m.parse(frame)
+        return m.parse(frame, limit=self.config.max_frame_bytes)
 
     def _refuse(self, exc: BaseException, log: logging.LoggerAdapter[Any]) -> dict[str, Any]:
         """The one place that turns an exception into an ``error`` frame."""
