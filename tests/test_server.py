@@ -249,3 +249,30 @@ async def test_token_issued_while_running_works_and_old_one_stops(server: Huisha
     with pytest.raises(ClientError) as info:
         await Client.connect(server.signalling_url, old or "")
     assert info.value.close_code == 4401
+
+
+async def test_presets_survive_a_restart(demo_config: HuishangConfig) -> None:
+    layout = {"kind": "4", "tiles": [{"source": s} for s in STREETS]}
+    app = await Huishang.open(config=demo_config)
+    try:
+        operator = await join(app, "tianhe.operator")
+        await operator.request({"type": "layout", "layout": layout})
+        await operator.request({"type": "preset_save", "name": "四街道"})
+        await operator.request({"type": "preset_save", "name": "临时"})
+        await operator.request({"type": "preset_delete", "name": "临时"})
+        with pytest.raises(ClientError) as info:
+            await operator.request({"type": "preset_load", "name": "临时"})
+        assert info.value.code == "not_found"
+        await operator.close()
+    finally:
+        await app.close()
+    app = await Huishang.open(config=demo_config)
+    try:
+        operator = await join(app, "tianhe.operator")
+        assert operator.welcome["conference"]["presets"] == ["四街道"]
+        await operator.request({"type": "preset_load", "name": "四街道"})
+        event = await operator.next_event("layout")
+        assert [t["source"] for t in event["layout"]["tiles"]] == STREETS
+        await operator.close()
+    finally:
+        await app.close()
