@@ -1,0 +1,303 @@
+"""One participant's ``RTCPeerConnection``: the client offers, the bridge answers.
+
+The offer's transceivers define the participant's publications and slots (PROTOCOL.md,
+"Media"), in offer order:
+
+- audio sendrecv: the microphone (a publication) and programme audio ``main`` (a slot);
+- video sendrecv: the camera (a publication) and programme video ``main`` (a slot);
+- further recvonly video transceivers: slots ``extra1``, ``extra2``, ...;
+- a receive-only client (wall, observer) offers recvonly only: its first audio and video
+  transceivers are ``main``, further video ones ``extra1``, ....
+
+Only VP8 (with RTX, RFC 4588) and Opus are negotiated: the relay forwards, it never
+transcodes (RFC 8829 JSEP for the offer/answer rules).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass, field
+
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+    sdp,
+)
+
+from .aiortc_adapter import ReceiverTap, SenderPort, SlotTrack
+from .errors import OfferError, UnsupportedCodecError
+from .publication import Publication
+from .relay import Relay
+from .rtp import StreamRewriter
+from .slot import Slot
+
+__all__ = ["SUPPORTED_CODECS", "Answer", "Peer", "PeerConfig"]
+
+logger = logging.getLogger(__name__)
+
+#: media kind → the one codec the relay forwards for it
+SUPPORTED_CODECS = {"video": "VP8", "audio": "opus"}
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConfig:
+    """Per-connection settings: ICE servers (``stun:``/``turn:`` URLs; none on loopback)."""
+
+    ice_servers: tuple[str, ...] = ()
+    ice_username: str | None = None
+    ice_credential: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The SDP answer and the slot each media id carries (``{mid: slot name}``)."""
+
+    sdp: str
+    slots: dict[str, str] = field(default_factory=dict)
+
+
+def _direction(media: sdp.MediaDescription) -> str:
+    return media.direction or "sendrecv"
+
+
+def _check_offer(description: sdp.SessionDescription) -> None:
+    media = [m for m in description.media if m.kind in ("audio", "video")]
+    if not media:
+        raise OfferError("the offer has no audio or video media section")
+    bundle = next((g for g in description.group if g.semantic == "BUNDLE"), None)
+    mids = {m.rtp.muxId for m in media}
+    if bundle is None or not mids <= set(bundle.items):
+        raise OfferError("the offer must BUNDLE all its media sections (RFC 8843)")
+    for m in media:
+        wanted = SUPPORTED_CODECS[m.kind].lower()
+        names = [c.name for c in m.rtp.codecs]
+        if wanted not in (n.lower() for n in names) and _direction(m) != "inactive":
+            raise UnsupportedCodecError(m.kind, m.rtp.muxId, names)
+
+
+def _codec_preferences(kind: str) -> list[object]:
+    wanted = {f"{kind}/{SUPPORTED_CODECS[kind]}".lower(), f"{kind}/rtx"}
+    caps = RTCRtpSender.getCapabilities(kind).codecs
+    return [c for c in caps if c.mimeType.lower() in wanted]
+
+
+class Peer:
+    """One participant's connection; its publications and slots live in ``relay``.
+
+    Publication and slot ids are ``"<peer_id>/<mid>"``. ``close()`` is idempotent and
+    cascades to the slots, publications, taps and the ``RTCPeerConnection``.
+    """
+
+    def __init__(self, peer_id: str, relay: Relay, *, config: PeerConfig | None = None) -> None:
+        self.id = peer_id
+        self.relay = relay
+        self.config = config or PeerConfig()
+        servers = [
+            RTCIceServer(
+                urls=url,
+                username=self.config.ice_username,
+                credential=self.config.ice_credential,
+            )
+            for url in self.config.ice_servers
+        ]
+        # max-bundle: transceivers created before the offer is applied must share the first
+        # transport, or aiortc leaves them on a transport it discards (RFC 8843 BUNDLE)
+        self.pc = RTCPeerConnection(
+            RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
+        self._slots: dict[str, Slot] = {}  # mid → slot
+        self._slot_names: dict[str, str] = {}  # mid → slot name
+        self._publications: dict[str, Publication] = {}  # mid → publication
+        self._taps: list[ReceiverTap] = []
+        self._known_mids: set[str] = set()
+        self._extra = 0
+        self._closing: asyncio.Future[None] | None = None
+        self.close_reason: str | None = None
+        self._close_task: asyncio.Future[None] | None = None
+
+        @self.pc.on("connectionstatechange")
+        def _on_state() -> None:
+            if self.pc.connectionState == "connected":
+                for slot in self._slots.values():
+                    slot.port_ready()
+            if self.pc.connectionState == "failed" and self._closing is None:
+                self._close_task = asyncio.ensure_future(self.close("ice failed"))
+
+    def __repr__(self) -> str:
+        return f"Peer({self.id!r})"
+
+    # -- what the offer defined ----------------------------------------------------------
+
+    @property
+    def slots(self) -> dict[str, Slot]:
+        """mid → slot."""
+        return dict(self._slots)
+
+    @property
+    def slot_names(self) -> dict[str, str]:
+        """mid → slot name (``main``, ``extra1``, ...)."""
+        return dict(self._slot_names)
+
+    def slot(self, name: str, kind: str) -> Slot | None:
+        """The slot named ``name`` of ``kind`` (``slot("main", "video")``)."""
+        for mid, slot_name in self._slot_names.items():
+            if slot_name == name and self._slots[mid].kind == kind:
+                return self._slots[mid]
+        return None
+
+    @property
+    def publications(self) -> dict[str, Publication]:
+        """mid → publication (what the participant sends)."""
+        return dict(self._publications)
+
+    def publication(self, kind: str) -> Publication | None:
+        """The participant's first publication of ``kind`` (microphone or camera)."""
+        for publication in self._publications.values():
+            if publication.kind == kind:
+                return publication
+        return None
+
+    # -- offer / answer ------------------------------------------------------------------
+
+    async def answer(self, offer_sdp: str, *, decode: frozenset[str] = frozenset()) -> Answer:
+        """Answer ``offer_sdp``; ``decode`` lists kinds whose publications also decode.
+
+        Raises :class:`~bridge.errors.OfferError` (bogus SDP, with the parser's reason) or
+        :class:`~bridge.errors.UnsupportedCodecError`.
+        """
+        if self._closing is not None:
+            raise OfferError("the peer connection is closed")
+        try:
+            description = sdp.SessionDescription.parse(offer_sdp)
+        except Exception as exc:
+            raise OfferError(f"cannot parse SDP: {exc}") from exc
+        _check_offer(description)
+
+        new_media = []
+        for media in description.media:
+            if media.kind not in ("audio", "video") or media.rtp.muxId in self._known_mids:
+                continue
+            new_media.append(media)
+            direction = _direction(media)
+            if direction in ("sendrecv", "recvonly"):
+                created = self.pc.addTransceiver(SlotTrack(media.kind), direction="sendrecv")
+            else:
+                created = self.pc.addTransceiver(media.kind, direction="recvonly")
+            created.setCodecPreferences(_codec_preferences(media.kind))  # type: ignore[arg-type]
+
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+        except Exception as exc:
+            raise OfferError(str(exc) or type(exc).__name__) from exc
+
+        for media in new_media:
+            mid = media.rtp.muxId
+            self._known_mids.add(mid)
+            found = self._transceiver(mid)
+            if found is not None and _direction(media) in ("sendrecv", "sendonly"):
+                self._publish(mid, media.kind, found.receiver, media.kind in decode)
+
+        answer = await self.pc.createAnswer()
+        await self.pc.setLocalDescription(answer)
+        local = self.pc.localDescription
+        local_description = sdp.SessionDescription.parse(local.sdp)
+        for media in new_media:
+            if _direction(media) not in ("sendrecv", "recvonly"):
+                continue
+            found = self._transceiver(media.rtp.muxId)
+            answered = next(
+                (m for m in local_description.media if m.rtp.muxId == media.rtp.muxId), None
+            )
+            if found is None or answered is None:
+                continue
+            self._subscribe(media, answered, found)
+        return Answer(sdp=local.sdp, slots=dict(self._slot_names))
+
+    def _transceiver(self, mid: str) -> RTCRtpTransceiver | None:
+        return next((t for t in self.pc.getTransceivers() if t.mid == mid), None)
+
+    def _publish(self, mid: str, kind: str, receiver: RTCRtpReceiver, decode: bool) -> None:
+        publication = self.relay.create_publication(f"{self.id}/{mid}", kind)
+        tap = ReceiverTap(
+            receiver,
+            on_rtp=publication.on_rtp,
+            on_sender_report=publication.on_sender_report,
+            decode=decode,
+        )
+        tap.install(kind)
+        publication.bind(tap)
+        self._taps.append(tap)
+        self._publications[mid] = publication
+
+    def _slot_name(self, media: sdp.MediaDescription) -> str:
+        taken = {self._slot_names[m] for m, s in self._slots.items() if s.kind == media.kind}
+        if "main" not in taken:
+            return "main"
+        self._extra += 1
+        return f"extra{self._extra}"
+
+    def _subscribe(
+        self,
+        offered: sdp.MediaDescription,
+        answered: sdp.MediaDescription,
+        transceiver: RTCRtpTransceiver,
+    ) -> None:
+        mid = offered.rtp.muxId
+        kind = offered.kind
+        codec = next(
+            c for c in answered.rtp.codecs if c.name.lower() == SUPPORTED_CODECS[kind].lower()
+        )
+        if codec.payloadType is None:
+            raise OfferError(f"the answer has no payload type for {codec.name}")
+        ext_ids = {ext.uri: ext.id for ext in answered.rtp.headerExtensions}
+        slot = self.relay.create_slot(f"{self.id}/{mid}", kind)
+        config = self.relay.config
+        port = SenderPort(
+            transceiver.sender,
+            history_size=(
+                config.video_history_packets if kind == "video" else config.audio_history_packets
+            ),
+            on_keyframe_request=slot.request_keyframe,
+            on_remb=slot.on_remb,
+            sender_report=slot.sender_report,
+        )
+        rewriter = StreamRewriter(
+            ssrc=port.ssrc,
+            payload_type=codec.payloadType,
+            clock_rate=codec.clockRate,
+            vp8=kind == "video",
+            extension_ids=ext_ids,
+            mid=mid,
+            initial_sequence=random.getrandbits(15),
+            initial_timestamp=random.getrandbits(32),
+            initial_picture_id=random.getrandbits(15),
+        )
+        slot.connect(port, rewriter)
+        self._slot_names[mid] = self._slot_name(offered)
+        self._slots[mid] = slot
+
+    async def close(self, reason: str = "closed") -> None:
+        """Close slots, publications and the connection (idempotent, cascading)."""
+        if self._closing is not None:
+            await asyncio.shield(self._closing)
+            return
+        self._closing = asyncio.get_running_loop().create_future()
+        self.close_reason = reason
+        try:
+            for slot in self._slots.values():
+                self.relay.remove_slot(slot)
+            for publication in self._publications.values():
+                self.relay.remove_publication(publication)
+            await self.pc.close()
+            for tap in self._taps:
+                tap.uninstall()
+        finally:
+            self._closing.set_result(None)
