@@ -8,8 +8,11 @@ I420 planes with cached tile geometry, labels and placeholders, then encoded onc
   their planes (line size respected), never converted to RGB.
 - Geometry from :mod:`bridge.layout` (computed once per layout and canvas), scaling per plane
   by :mod:`bridge.scaler`, text from :mod:`bridge.labels` (rendered once, cached).
-- The banner (会标) and the clock sit in a band across the top of the canvas; when the band is
-  shown, tiles are laid out on the canvas below it, so overlays never overlap video.
+- The banner (会标) and the clock sit in an opaque band across the top of the canvas. By default
+  tiles are laid out on the canvas below it, so the band never hides video; with
+  ``banner_overlay`` the band covers the top of the top row instead and is redrawn whenever a
+  tile under it is, which keeps the layout's exact tile sizes (a 1080p canvas of 36 tiles
+  stays 320x180: an exact 2x of 360p, the cheapest scale; see the benchmark).
 - Incremental: a tile is redrawn only when what it shows changed (its source's generation,
   its status, the floor, the layout). The canvas is a ring of ``buffers`` images; each one
   remembers what it holds per tile, so a frame handed out stays intact for ``buffers - 1``
@@ -33,6 +36,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import av
 import numpy as np
@@ -86,6 +90,7 @@ class CompositorConfig:
     show_clock: bool = True
     show_labels: bool = True
     band_height: float = 0.06  # of the canvas height, when a banner or the clock is shown
+    banner_overlay: bool = False  # band drawn over the top tiles instead of above them
     label_height: float = 0.13  # of the tile height, clamped to [16, 48] pixels
     background: tuple[int, int, int] = (0, 0, 0)
     floor_border: tuple[int, int, int] = (230, 30, 30)
@@ -123,8 +128,7 @@ class CompositorStats:
     tile_draws: list[int] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class _Deposit:
+class _Deposit(NamedTuple):
     planes: Planes | None  # None: the frame was malformed
     frame: av.VideoFrame | None
     generation: int
@@ -153,6 +157,7 @@ class _TileState:
     rect: Rect
     scaler: TileScaler
     plan: TilePlan | None = None
+    label: tuple[str, Bitmap, Rect] | None = None  # text, bitmap, where (cached)
 
 
 class Compositor:
@@ -268,7 +273,7 @@ class Compositor:
             )
 
     def tile_rects(self) -> tuple[Rect, ...]:
-        """The tiles' rects as last composed (below the band, if shown)."""
+        """The tiles' rects as last composed (below the band, if shown and not overlaid)."""
         return tuple(t.rect for t in self._tiles)
 
     # -- composing (one thread at a time) --------------------------------------------------
@@ -293,6 +298,7 @@ class Compositor:
                 canvas.band_key = None
                 canvas.tile_keys = [None] * len(self._tiles)
             drawn = skipped = errors = 0
+            under_band = False
             for index, (spec, tile) in enumerate(zip(layout.tiles, self._tiles, strict=True)):
                 status, deposit = self._status(spec, sources, now)
                 key = (status, deposit.generation if deposit else None, spec.source_id == floor)
@@ -305,9 +311,10 @@ class Compositor:
                 canvas.tile_keys[index] = key
                 self._tile_draws[index] += 1
                 drawn += 1
+                under_band = under_band or tile.rect.y < self._band
             band_key = (banner, clock_text if self.config.show_clock else None)
             band_drawn = 0
-            if self._band and canvas.band_key != band_key:
+            if self._band and (canvas.band_key != band_key or under_band):
                 self._draw_band(canvas, banner, band_key[1])
                 canvas.band_key = band_key
                 band_drawn = 1
@@ -327,10 +334,10 @@ class Compositor:
         key = (layout.version, band)
         if key == self._geometry_key:
             return
-        rects = tile_rects(layout.kind, cfg.width, cfg.height - band, layout.custom)
+        top = 0 if cfg.banner_overlay else band
+        rects = tile_rects(layout.kind, cfg.width, cfg.height - top, layout.custom)
         self._tiles = [
-            _TileState(Rect(r.x, r.y + band, r.w, r.h), TileScaler(cfg.scale_threads))
-            for r in rects
+            _TileState(Rect(r.x, r.y + top, r.w, r.h), TileScaler(cfg.scale_threads)) for r in rects
         ]
         self._tile_draws = [0] * len(rects)
         self._band = band
@@ -382,7 +389,7 @@ class Compositor:
                     self._bad.pop(spec.source_id, None)
         if status is TileStatus.EMPTY:
             self._fill(canvas.planes, tile.rect)
-            self._draw_label(canvas, spec, tile.rect)
+            self._draw_label(canvas, spec, tile)
         elif status is not TileStatus.VIDEO:
             offline = status is TileStatus.OFFLINE
             bitmap = self.text.placeholder(
@@ -423,20 +430,28 @@ class Compositor:
         for bar in plan.bars():
             self._fill(canvas.planes, bar)
         tile.scaler.draw(plan, planes, frame, _views(canvas.planes, plan.dst))
-        self._draw_label(canvas, spec, tile.rect)
+        self._draw_label(canvas, spec, tile)
 
-    def _draw_label(self, canvas: _Canvas, spec: TileSpec, rect: Rect) -> None:
+    def _draw_label(self, canvas: _Canvas, spec: TileSpec, tile: _TileState) -> None:
+        """The site's name at the tile's bottom-left: luma blended, chroma neutral."""
         if not (self.config.show_labels and spec.label):
             return
-        height = 2 * round(min(48, max(16, rect.h * self.config.label_height)) / 2)
-        margin = 2 * max(1, height // 8)
-        if rect.h < height + 2 * margin or rect.w < 4 * margin + 16:
-            return
-        bitmap: Bitmap = self.text.label(spec.label, height, rect.w - 2 * margin)
-        where = Rect(
-            rect.x + margin, rect.y + rect.h - margin - bitmap.height, bitmap.width, bitmap.height
-        )
-        blend_onto(bitmap, *_views(canvas.planes, where))
+        cached = tile.label
+        if cached is None or cached[0] != spec.label:
+            rect = tile.rect
+            height = 2 * round(min(48, max(16, rect.h * self.config.label_height)) / 2)
+            margin = 2 * max(1, height // 8)
+            if rect.h < height + 2 * margin or rect.w < 4 * margin + 16:
+                return
+            bitmap = self.text.label(spec.label, height, rect.w - 2 * margin)
+            where = Rect(
+                rect.x + margin,
+                rect.y + rect.h - margin - bitmap.height,
+                bitmap.width,
+                bitmap.height,
+            )
+            cached = tile.label = (spec.label, bitmap, where)
+        blend_onto(cached[1], *_views(canvas.planes, cached[2]))
 
     def _draw_border(self, canvas: _Canvas, rect: Rect) -> None:
         b = 2 * max(1, round(min(rect.w, rect.h) / 90))

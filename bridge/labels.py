@@ -125,8 +125,19 @@ class Bitmap:
         return int(self.y.shape[0])
 
     @classmethod
-    def from_rgba(cls, rgba: npt.NDArray[np.uint8], coverage: U8 | None = None) -> Bitmap:
-        """Convert an ``(h, w, 4)`` RGBA array (even ``h``, ``w``) to an I420 bitmap."""
+    def from_rgba(
+        cls,
+        rgba: npt.NDArray[np.uint8],
+        coverage: U8 | None = None,
+        *,
+        opaque_chroma: bool = False,
+    ) -> Bitmap:
+        """Convert an ``(h, w, 4)`` RGBA array (even ``h``, ``w``) to an I420 bitmap.
+
+        With ``opaque_chroma``, only luma is blended; the chroma planes are the bitmap's own
+        colour, copied (a label plate tints what lies under it to its own hue: one blend
+        instead of three, which matters with 36 labels per frame).
+        """
         h, w = rgba.shape[:2]
         if h % 2 or w % 2:
             raise ValueError(f"bitmap size must be even, got {w}x{h}")
@@ -142,7 +153,7 @@ class Bitmap:
         u_c = (u * a).reshape(h // 2, 2, w // 2, 2).sum(axis=(1, 3)) / weight
         v_c = (v * a).reshape(h // 2, 2, w // 2, 2).sum(axis=(1, 3)) / weight
         opaque = bool(np.all(rgba[..., 3] == 255))
-        if opaque:
+        if opaque or opaque_chroma:
             u_c = u.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
             v_c = v.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
         planes = [
@@ -153,6 +164,15 @@ class Bitmap:
             return cls(planes[0], planes[1], planes[2], coverage=coverage)
         a32 = np.ascontiguousarray(a, dtype=np.float32)
         ac32 = np.ascontiguousarray(a_c, dtype=np.float32)
+        if opaque_chroma:
+            return cls(
+                planes[0],
+                planes[1],
+                planes[2],
+                alpha=a32,
+                alpha_inv=np.ascontiguousarray(1.0 - a32),
+                coverage=coverage,
+            )
         return cls(
             planes[0],
             planes[1],
@@ -168,19 +188,19 @@ class Bitmap:
 def blend_onto(bitmap: Bitmap, y: U8, u: U8, v: U8) -> None:
     """Copy or alpha-blend ``bitmap`` into the canvas views ``y``, ``u``, ``v`` in place.
 
-    The views must have the bitmap's shapes (the caller clips). Opaque bitmaps are copied;
+    The views must have the bitmap's shapes (the caller clips). Opaque planes are copied;
     others use one :func:`cv2.blendLinear` per plane (a few microseconds for a label).
     """
-    if bitmap.alpha is None:
-        y[...] = bitmap.y
-        u[...] = bitmap.u
-        v[...] = bitmap.v
-        return
-    assert bitmap.alpha_inv is not None
-    assert bitmap.alpha_c is not None and bitmap.alpha_c_inv is not None
-    cv2.blendLinear(bitmap.y, y, bitmap.alpha, bitmap.alpha_inv, dst=y)
-    cv2.blendLinear(bitmap.u, u, bitmap.alpha_c, bitmap.alpha_c_inv, dst=u)
-    cv2.blendLinear(bitmap.v, v, bitmap.alpha_c, bitmap.alpha_c_inv, dst=v)
+    if bitmap.alpha is None or bitmap.alpha_inv is None:
+        np.copyto(y, bitmap.y)
+    else:
+        cv2.blendLinear(bitmap.y, y, bitmap.alpha, bitmap.alpha_inv, dst=y)
+    if bitmap.alpha_c is None or bitmap.alpha_c_inv is None:
+        np.copyto(u, bitmap.u)
+        np.copyto(v, bitmap.v)
+    else:
+        cv2.blendLinear(bitmap.u, u, bitmap.alpha_c, bitmap.alpha_c_inv, dst=u)
+        cv2.blendLinear(bitmap.v, v, bitmap.alpha_c, bitmap.alpha_c_inv, dst=v)
 
 
 def _even(n: float) -> int:
@@ -287,7 +307,7 @@ class TextRenderer:
         rgba[...] = cfg.label_background
         coverage = _place(mask, height, width, pad)
         _paint(rgba, coverage, cfg.label_text)
-        return self._store(key, Bitmap.from_rgba(rgba, coverage))
+        return self._store(key, Bitmap.from_rgba(rgba, coverage, opaque_chroma=True))
 
     def banner(self, text: str, width: int, height: int) -> Bitmap:
         """The banner (会标): ``text`` centred on an opaque band ``width`` x ``height``."""

@@ -290,6 +290,28 @@ def test_no_band_without_banner_or_clock() -> None:
     assert comp.tile_rects()[0].y > 0
 
 
+def test_banner_overlay_keeps_tile_sizes_and_stays_on_top() -> None:
+    comp = make(buffers=1, banner_overlay=True, show_labels=False)
+    comp.set_layout("4", None, [TileSpec(f"s{i}") for i in range(4)])
+    comp.set_banner("天河区应急指挥视频会商")
+    for i in range(4):
+        comp.push(f"s{i}", raw(320, 180, colour(i)), now=0.0)
+    out = comp.compose(now=0.0)
+    assert comp.tile_rects() == tile_rects("4", W, H)
+    banner = rgb_to_yuv(comp.config.labels.banner_background)
+    assert pixel(out, 2, 2) == banner
+    assert pixel(out, *centre(comp.tile_rects()[3])) == colour(3)
+    # a top tile redrawn under the band: the band is drawn again over it
+    comp.push("s0", raw(320, 180, colour(6)), now=0.1)
+    out = comp.compose(now=0.1)
+    assert pixel(out, 2, 2) == banner
+    assert pixel(out, 2, H // 2 - 4) == colour(6)
+    assert comp.stats.band_drawn == 2
+    comp.push("s3", raw(320, 180, colour(7)), now=0.2)  # bottom tile: band untouched
+    comp.compose(now=0.2)
+    assert comp.stats.band_drawn == 2
+
+
 def test_floor_border() -> None:
     comp = make(show_labels=False, buffers=1)
     comp.set_layout("4", None, [TileSpec(f"s{i}") for i in range(4)])
