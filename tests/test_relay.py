@@ -12,8 +12,9 @@ from aiortc import RTCRtpSender
 from bridge.errors import OfferError, UnsupportedCodecError
 from bridge.ice import IceConfig, apply_ice_config
 from bridge.peer import Peer
-from bridge.publication import Publication
+from bridge.publication import Publication, RelayConfig
 from bridge.relay import Relay
+from bridge.rtp import RtpPacket, StreamRewriter, parse_rtp, parse_vp8_descriptor
 from bridge.slot import Slot
 from bridge.testkit import Bridge, LoopbackClient, ReceivedVideo, wait_for
 
@@ -332,3 +333,138 @@ def test_route_checks_ownership_and_kind() -> None:
     assert slot.pending is video  # video waits for a keyframe
     relay.route(slot, None)
     assert slot.pending is None and slot.source is None
+
+
+class RecordingUpstream:
+    """Stands in for the publisher side of aiortc: counts PLIs and REMBs sent upstream."""
+
+    def __init__(self) -> None:
+        self.plis = 0
+        self.rembs: list[int] = []
+
+    def request_keyframe(self) -> None:
+        self.plis += 1
+
+    def send_remb(self, bitrate: int) -> None:
+        self.rembs.append(bitrate)
+
+
+class RecordingPort:
+    """Stands in for the subscriber side of aiortc: keeps what a slot sends."""
+
+    ssrc = 0x5107
+    ready = True
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    async def send(self, sequence_number: int, data: bytes, payload_size: int) -> None:
+        self.sent.append(data)
+
+    def close(self) -> None:
+        pass
+
+
+def vp8(
+    seq: int, ts: int, *, key: bool = False, start: bool = True, marker: bool = True
+) -> RtpPacket:
+    picture_id = (ts // 3000) & 0x7F  # packets of one picture share its id
+    descriptor = bytes([0x90 if start else 0x80, 0x80, picture_id])
+    return RtpPacket(96, seq, ts, 1, descriptor + bytes([0 if key else 1]) + b"data", marker)
+
+
+def connected_slot(config: RelayConfig) -> tuple[Slot, RecordingPort]:
+    slot = Slot("s", "video", config=config)
+    port = RecordingPort()
+    rewriter = StreamRewriter(
+        ssrc=port.ssrc,
+        payload_type=100,
+        clock_rate=90000,
+        vp8=True,
+        extension_ids={},
+        mid=None,
+        initial_sequence=500,
+        initial_timestamp=0,
+    )
+    slot.connect(port, rewriter)
+    return slot, port
+
+
+async def test_switch_waits_for_the_keyframe_and_the_old_frame_boundary() -> None:
+    config = RelayConfig(switch_stall_s=10.0)
+    a, b = Publication("a", "video", config=config), Publication("b", "video", config=config)
+    up_a, up_b = RecordingUpstream(), RecordingUpstream()
+    a.bind(up_a)
+    b.bind(up_b)
+    slot, port = connected_slot(config)
+    slot.switch(a)
+    assert up_a.plis == 1  # asked at once
+    await a.on_rtp(vp8(10, 0), 0.0)  # not a keyframe: nothing yet
+    assert port.sent == []
+    await a.on_rtp(vp8(11, 3000, key=True), 0.03)
+    await a.on_rtp(vp8(12, 6000, marker=False), 0.06)  # A's frame in progress
+    assert slot.source is a and len(port.sent) == 2
+
+    slot.switch(b)
+    assert up_b.plis == 1 and slot.pending is b
+    await b.on_rtp(vp8(900, 50, marker=False), 0.07)  # B delta: ignored
+    await b.on_rtp(vp8(901, 90000, key=True, marker=False), 0.08)  # B keyframe starts
+    await b.on_rtp(vp8(902, 90000, start=False), 0.08)
+    assert slot.source is a and slot.buffered == 2  # held until A ends its frame
+    await a.on_rtp(vp8(13, 6000, start=False), 0.09)  # A's frame ends (marker)
+    assert slot.source is b and slot.buffered == 0
+    await a.on_rtp(vp8(14, 9000, key=True), 0.1)  # A no longer reaches the slot
+    await b.on_rtp(vp8(903, 93000), 0.11)
+    out = [parse_rtp(d, {}) for d in port.sent]
+    assert [p.sequence_number for p in out] == list(range(500, 500 + len(out)))
+    assert [p.payload[-5] for p in out] == [0, 1, 1, 0, 1, 1]  # A key, A, A end, B key, ...
+    assert all(p.ssrc == port.ssrc and p.payload_type == 100 for p in out)
+    stamps = [p.timestamp for p in out]
+    assert stamps == sorted(stamps)
+    descs = [parse_vp8_descriptor(p.payload) for p in out]
+    pids = [d.picture_id or 0 for d in descs]
+    assert pids == sorted(pids) and len(set(pids)) == 4  # one id per picture, continuous
+    assert pids[3] == pids[2] + 1 and all(d.picture_id_bits == 15 for d in descs)
+
+
+async def test_switch_goes_ahead_when_the_old_source_stalls_mid_frame() -> None:
+    config = RelayConfig(switch_stall_s=0.1)
+    a, b = Publication("a", "video", config=config), Publication("b", "video", config=config)
+    slot, port = connected_slot(config)
+    slot.switch(a)
+    await a.on_rtp(vp8(1, 0, key=True, marker=False), 0.0)  # A vanishes mid-frame
+    slot.switch(b)
+    await b.on_rtp(vp8(50, 0, key=True), 0.05)
+    assert slot.source is a  # still waiting for A's frame to end
+    await b.on_rtp(vp8(51, 3000, key=True), 0.2)
+    assert slot.source is b and len(port.sent) == 3
+
+
+async def test_pli_requests_are_coalesced_but_never_dropped() -> None:
+    config = RelayConfig(pli_interval_s=0.05)
+    publication = Publication("cam", "video", config=config)
+    upstream = RecordingUpstream()
+    publication.bind(upstream)
+    for _ in range(5):
+        publication.request_keyframe()
+    assert upstream.plis == 1  # one now...
+    await asyncio.sleep(0.1)
+    assert upstream.plis == 2  # ...and one deferred PLI for the four coalesced requests
+    await asyncio.sleep(0.1)
+    publication.request_keyframe()
+    publication.request_keyframe()
+    assert upstream.plis == 3
+    await publication.on_rtp(vp8(7, 0, key=True), 0.0)  # a keyframe answers the waiting one
+    await asyncio.sleep(0.1)
+    assert upstream.plis == 3
+
+
+def test_audio_publications_never_send_pli_and_muting_resyncs() -> None:
+    publication = Publication("mic", "audio")
+    upstream = RecordingUpstream()
+    publication.bind(upstream)
+    publication.request_keyframe()
+    assert upstream.plis == 0
+    slot = Slot("a", "audio")
+    slot.switch(publication)
+    assert slot.source is publication  # audio switches at once
