@@ -13,6 +13,7 @@ profile directory, which is the same thing.
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -96,34 +97,54 @@ async def terminal(app: Huishang) -> AsyncIterator[Connect]:
                 await client.close()
 
 
-class PageErrors(list[str]):
-    """JavaScript errors a page raised (uncaught exceptions and console errors)."""
+class PageErrors:
+    """JavaScript errors a page raised (uncaught exceptions and console errors), less the
+    network failures a test provokes on purpose (:meth:`expect_network_failures`)."""
+
+    NETWORK = ("WebSocket connection to", "Failed to load resource")
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.network_failures_expected = False
+
+    def expect_network_failures(self) -> None:
+        self.network_failures_expected = True
+
+    def console(self, kind: str, text: str) -> None:
+        if kind == "error":
+            self.seen.append(text)
+
+    def unexpected(self) -> list[str]:
+        if not self.network_failures_expected:
+            return self.seen
+        return [e for e in self.seen if not e.startswith(self.NETWORK)]
+
+
+@pytest.fixture
+def page_errors() -> PageErrors:
+    return PageErrors()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def console(browser: BrowserContext, app: Huishang) -> AsyncIterator[Page]:
+async def console(
+    browser: BrowserContext, app: Huishang, page_errors: PageErrors
+) -> AsyncIterator[Page]:
     """The chair console opened from the chair's join link, connected."""
-    page, errors = await _open(browser, app.join_url("tianhe"))
+    page = await _open(browser, app.join_url("tianhe"), page_errors)
     await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "online")
     try:
         yield page
     finally:
         await page.close()
-    assert not errors, f"the console raised JavaScript errors: {errors}"
+    assert not page_errors.unexpected(), f"the console raised errors: {page_errors.seen}"
 
 
-async def _open(browser: BrowserContext, url: str) -> tuple[Page, PageErrors]:
+async def _open(browser: BrowserContext, url: str, errors: PageErrors) -> Page:
     page = await browser.new_page()
-    errors = PageErrors()
-    page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
-    page.on("console", lambda msg: _console(errors, msg.type, msg.text))
+    page.on("pageerror", lambda exc: errors.seen.append(f"pageerror: {exc}"))
+    page.on("console", lambda msg: errors.console(msg.type, msg.text))
     await page.goto(url)
-    return page, errors
-
-
-def _console(errors: PageErrors, kind: str, text: str) -> None:
-    if kind == "error":
-        errors.append(f"console: {text}")
+    return page
 
 
 def row(page: Page, site_id: str) -> Any:
@@ -317,8 +338,9 @@ async def test_recording_toggle_follows_the_server(console: Page, terminal: Conn
 
 
 async def test_reconnects_after_the_signalling_listener_restarts(
-    console: Page, app: Huishang, terminal: Connect
+    console: Page, app: Huishang, terminal: Connect, page_errors: PageErrors
 ) -> None:
+    page_errors.expect_network_failures()  # retries while the listener is down fail, loudly
     await terminal("tianhe.zhuji")
     await expect(row(console, "tianhe.zhuji")).to_have_attribute("data-online", "true")
     await app.signalling.close()  # every socket drops; the listener comes back on a new port
@@ -335,7 +357,8 @@ async def test_reconnects_after_the_signalling_listener_restarts(
 async def test_a_second_console_replaces_the_first_which_stops(
     browser: BrowserContext, console: Page, app: Huishang
 ) -> None:
-    second, errors = await _open(browser, app.join_url("tianhe"))
+    errors = PageErrors()
+    second = await _open(browser, app.join_url("tianhe"), errors)
     try:
         await expect(second.get_by_test_id("connection")).to_have_attribute("data-state", "online")
         await expect(console.get_by_test_id("fatal")).to_be_visible()
@@ -345,16 +368,86 @@ async def test_a_second_console_replaces_the_first_which_stops(
         )
     finally:
         await second.close()
-    assert not errors
+    assert not errors.unexpected()
 
 
 async def test_invalid_token_stops_with_a_clear_message(
     browser: BrowserContext, app: Huishang
 ) -> None:
-    page, _errors = await _open(browser, f"{app.web_url}/chair?token=not-a-token")
+    page = await _open(browser, f"{app.web_url}/chair?token=not-a-token", PageErrors())
     try:
         await expect(page.get_by_test_id("fatal")).to_be_visible()
         await expect(page.get_by_test_id("fatal")).to_contain_text("令牌无效")
         await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "stopped")
     finally:
         await page.close()
+
+
+async def test_floor_polling_from_the_console(console: Page, terminal: Connect) -> None:
+    zhuji = await terminal("tianhe.zhuji")
+    await terminal("tianhe.xiancun")
+    await expect(row(console, "tianhe.xiancun")).to_have_attribute("data-online", "true")
+    await console.get_by_test_id("poll-start").click()  # online streets, every 15 s
+    assert (await zhuji.next_event("floor", timeout=10))["site"] == "tianhe.zhuji"
+    polling = await zhuji.next_event("poll", timeout=10)
+    assert polling["sites"] == ["tianhe.zhuji", "tianhe.xiancun"] and polling["target"] == "floor"
+    await expect(console.get_by_test_id("poll-state")).to_have_attribute("data-active", "true")
+    await expect(console.get_by_test_id("poll-state")).to_contain_text("珠吉街")
+    await console.get_by_test_id("poll-stop").click()
+    stopped = await zhuji.next_event("poll", timeout=10)
+    assert stopped["sites"] == []
+    await expect(console.get_by_test_id("poll-state")).to_have_attribute("data-active", "false")
+
+
+async def test_attendance_link_downloads_the_csv(console: Page, terminal: Connect) -> None:
+    await terminal("tianhe.zhuji")
+    await expect(row(console, "tianhe.zhuji")).to_have_attribute("data-online", "true")
+    href = await console.get_by_test_id("attendance").get_attribute("href")
+    assert href is not None
+    async with console.expect_download() as info:
+        await console.get_by_test_id("attendance").click()
+    download = await info.value
+    assert download.suggested_filename.endswith(".csv")
+    text = Path(await download.path()).read_text(encoding="utf-8-sig")
+    assert "珠吉街" in text
+
+
+# -- protocol.js on its own -------------------------------------------------------------------
+
+
+async def test_protocol_js_backs_off_with_jitter_while_the_server_is_down(
+    console: Page, page_errors: PageErrors
+) -> None:
+    page_errors.expect_network_failures()
+    with socket.socket() as probe:  # a loopback port that nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    # A Connection pointed at a port nobody listens on: it must keep retrying, each wait
+    # drawn from [50 %, 100 %] of min(max, base * 2^attempt). Only the drawn values are
+    # checked, never how long anything took.
+    states = await console.evaluate(
+        """async (port) => {
+            const { Connection } = await import("/static/protocol.js");
+            const seen = [];
+            const conn = new Connection({
+                token: "x", signallingUrl: `ws://127.0.0.1:${port}/`, baseDelayMs: 20,
+                maxDelayMs: 160, onState: (s) => seen.push({ ...s }),
+            });
+            conn._start().catch(() => {});
+            while (seen.filter((s) => s.state === "offline").length < 6) {
+                await new Promise((r) => setTimeout(r, 20));
+            }
+            let refused = null;
+            try { await conn.request({ type: "ping" }); } catch (e) { refused = e.code; }
+            conn.close();
+            return { seen, refused, last: conn.state.state };
+        }""",
+        closed_port,
+    )
+    offline = [s for s in states["seen"] if s["state"] == "offline"][:6]
+    for n, state in enumerate(offline):
+        ceiling = min(160, 20 * 2**n)
+        assert ceiling * 0.5 - 1 <= state["retryInMs"] <= ceiling, (n, state)
+        assert state["reason"]
+    assert states["refused"] == "offline"
+    assert states["last"] == "stopped"

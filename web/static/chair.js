@@ -269,19 +269,19 @@ function updateRow(id) {
   row.classList.toggle("called", called);
   row.dataset.online = String(site.online);
 
-  const badges = [];
-  if (id === state.chair) badges.push(badge("chair", "主会场", "Chair"));
-  if (onFloor) badges.push(badge("floor", "发言中", "Speaking"));
-  if (called) badges.push(badge("called", "点名中", "Being called"));
-  if (handPos > 0) badges.push(badge("hand", `举手 #${handPos}`, "Hand up"));
-  if (site.audio_muted) badges.push(badge("muted", "已静音", "Muted"));
-  if (site.video_muted) badges.push(badge("video-off", "画面关闭", "Video off"));
-  if (rc && rc.active && rc.acked.includes(id)) badges.push(badge("acked", "已到", "Present"));
-  if (rc && rc.active && rc.missed.includes(id)) badges.push(badge("missed", "未到", "Missed"));
-  const key = badges.map((b) => b.dataset.badge).join(" ") + `#${handPos}`;
+  const badges = []; // [kind, 中文, English]
+  if (id === state.chair) badges.push(["chair", "主会场", "Chair"]);
+  if (onFloor) badges.push(["floor", "发言中", "Speaking"]);
+  if (called) badges.push(["called", "点名中", "Being called"]);
+  if (handPos > 0) badges.push(["hand", `举手 #${handPos}`, "Hand up"]);
+  if (site.audio_muted) badges.push(["muted", "已静音", "Muted"]);
+  if (site.video_muted) badges.push(["video-off", "画面关闭", "Video off"]);
+  if (rc && rc.active && rc.acked.includes(id)) badges.push(["acked", "已到", "Present"]);
+  if (rc && rc.active && rc.missed.includes(id)) badges.push(["missed", "未到", "Missed"]);
+  const key = badges.map((b) => b[1]).join(" ");
   if (parts.badges.dataset.key !== key) {
     parts.badges.dataset.key = key;
-    parts.badges.replaceChildren(...badges);
+    parts.badges.replaceChildren(...badges.map((b) => badge(...b)));
   }
 
   setText(parts.since, sinceText(site));

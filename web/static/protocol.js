@@ -174,7 +174,6 @@ export class Connection {
       return;
     }
     this._ws = ws;
-    let welcomed = false;
     ws.onopen = () => {
       ws.send(
         JSON.stringify({
@@ -194,7 +193,6 @@ export class Connection {
         return;
       }
       if (msg.type === "welcome") {
-        welcomed = true;
         this._welcomed(msg);
         return;
       }
@@ -206,7 +204,6 @@ export class Connection {
         // An error not tied to a request of ours (e.g. the hello was refused): log it;
         // a refused token is followed by close code 4401.
         console.warn("server error", msg.code, msg.message);
-        if (!welcomed) this._lastError = msg;
         return;
       }
       if (msg.type === "ok") return;
