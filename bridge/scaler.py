@@ -1,26 +1,27 @@
 """Scaling one source picture into one wall tile, plane by plane in I420.
 
 The method is chosen per plane from the source and destination sizes, by measurement on this
-machine (FIELD-NOTES.md, "Codec and compositor costs"; re-measured with
-``benchmarks/compositor_bench.py --resize``, one thread, quality as Y-PSNR against an exact
-box filter):
+machine (``benchmarks/compositor_bench.py``, resize table; one thread; quality on gratings:
+"pass" = amplitude kept at half the destination's Nyquist frequency, 1 is sharp; "alias" =
+amplitude left of a grating at 1.6x the destination's Nyquist, 0 is no aliasing):
 
-============================  ==========================  ===========================
-case                          method                      why
-============================  ==========================  ===========================
-same size                     plane copy                  nothing to filter
-exact 2^k downscale           cv2 ``INTER_AREA`` 2x steps  SIMD fast path, exact box:
-                                                          720p→320x180 0.10 ms, 54 dB
-other downscales              swscale AREA, one reused    0.23–0.47 ms, 59–61 dB; cv2
-                              ``VideoReformatter`` per    ``INTER_LINEAR`` is as fast but
-                              tile, ``threads=1``         aliases (24–40 dB); cv2
-                                                          ``INTER_AREA`` is 4–10x slower
-upscales                      cv2 ``INTER_LINEAR``        no aliasing when enlarging
-============================  ==========================  ===========================
+===================  ============================  ============================================
+case                 method                        measured (ms per tile for Y+U+V)
+===================  ============================  ============================================
+same size            plane copy                    nothing to filter
+exact 2^k downscale  cv2 ``INTER_AREA``, 2x steps  exact box filter on its SIMD fast path:
+                                                   360p→320x180 0.02–0.03 ms, 720p→320x180
+                                                   0.10 ms (swscale 0.11 / 0.34 ms, same output)
+other downscales     swscale AREA, one reused      720p→480x270 0.32 ms, pass 0.89, alias 0.25;
+                     ``VideoReformatter`` per      cv2 ``INTER_LINEAR`` 0.21 ms but alias 0.73;
+                     tile, ``threads=1``           cv2 ``INTER_AREA`` same quality at 2.4 ms;
+                                                   swscale bicubic alias 0.06 at 1.0 ms
+upscales             cv2 ``INTER_LINEAR``          no aliasing when enlarging
+===================  ============================  ============================================
 
 A :class:`TilePlan` is computed once per (source size, tile rect, fit mode) and reused for
-every frame until one of them changes. It never reads a clock and never allocates the output:
-cv2 writes straight into the canvas views (``dst=``).
+every frame until one of them changes. cv2 writes straight into the canvas views (``dst=``);
+swscale writes a frame of its own, copied into the canvas.
 """
 
 from __future__ import annotations
