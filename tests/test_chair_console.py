@@ -200,6 +200,11 @@ async def test_roster_shows_chinese_names_grouped_by_street(
         }"""
     )
     assert distinct == [True, True]
+    # Durations are measured on the server's clock (ping replies carry it): same host here.
+    offset = await console.evaluate(
+        """async () => (await import("/static/chair.js")).state.conn.clockOffsetS"""
+    )
+    assert abs(offset) < 5
     shot = tmp_path / "chair-console.png"
     await console.screenshot(path=str(shot))
     assert shot.stat().st_size > 20_000
@@ -410,6 +415,25 @@ async def test_attendance_link_downloads_the_csv(console: Page, terminal: Connec
     assert download.suggested_filename.endswith(".csv")
     text = Path(await download.path()).read_text(encoding="utf-8-sig")
     assert "珠吉街" in text
+
+
+async def test_without_a_token_the_console_asks_for_one(
+    browser: BrowserContext, app: Huishang, page_errors: PageErrors
+) -> None:
+    page = await _open(browser, f"{app.web_url}/chair", page_errors)
+    try:
+        await page.evaluate("sessionStorage.clear()")
+        await page.reload()
+        await expect(page.get_by_test_id("fatal")).to_be_visible()
+        token = app.config.demo_tokens[SiteId("tianhe")]
+        await page.get_by_test_id("token-input").fill(token)
+        await page.get_by_test_id("token-input").press("Enter")
+        await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "online")
+        await expect(page.get_by_test_id("fatal")).to_be_hidden()
+        await expect(row(page, "tianhe.zhuji")).to_contain_text("珠吉街")
+    finally:
+        await page.close()
+    assert not page_errors.unexpected()
 
 
 # -- protocol.js on its own -------------------------------------------------------------------

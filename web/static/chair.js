@@ -186,6 +186,7 @@ function setPoll(poll) {
   else state.polls.delete(key);
 }
 
+const serverNow = () => (state.conn ? state.conn.serverNow() : Date.now() / 1000);
 const siteName = (id) => (id && state.sites.get(id) ? state.sites.get(id).name : id || "");
 
 // -- roster ---------------------------------------------------------------------------------
@@ -306,7 +307,7 @@ function sinceText(site) {
     return site.online ? "在线 online" : "未上线 not joined";
   }
   const at = formatClock(site.since).slice(0, 5);
-  const held = formatDuration(Date.now() / 1000 - site.since);
+  const held = formatDuration(serverNow() - site.since);
   return `${site.online ? "在线" : "离线"} ${at} 起 · ${held}`;
 }
 
@@ -606,3 +607,6 @@ setInterval(() => {
 }, 1000);
 
 start();
+
+// The page state, for debugging from the devtools console and for tests (read only, please).
+export { state };

@@ -32,6 +32,8 @@
 //                                // Local codes besides the server's: "offline" (not connected,
 //                                // or the connection dropped before the reply), "timeout".
 //   conn.send(msg)               // fire and forget (no id); false if not connected
+//   conn.serverNow()             // the server's clock in epoch seconds (`since` values are on
+//                                // it), estimated from ping round trips; local clock until then
 //   conn.close()                 // says leave, stops reconnecting; state becomes "stopped"
 //
 // Reconnection: after a drop the client waits min(maxDelay, base * 2^attempt) with full jitter
@@ -112,6 +114,8 @@ export class Connection {
     this.requestTimeoutMs = requestTimeoutMs;
     this.pingIntervalMs = pingIntervalMs;
     this.welcome = null;
+    this.clockOffsetS = 0; // server clock minus local clock, from the best ping so far
+    this._bestRttMs = Infinity;
     this.state = { state: "connecting", reason: "", attempt: 0, retryInMs: 0 };
     this._ws = null;
     this._nextId = 1;
@@ -232,6 +236,8 @@ export class Connection {
     this._attempt = 0;
     this._setState("online");
     this._startPing();
+    this._bestRttMs = Infinity; // a new path: measure the clock again
+    this._ping().catch(() => {});
     this._emit(msg);
     if (this._first) {
       this._first.resolve(this);
@@ -280,7 +286,7 @@ export class Connection {
     this._stopPing();
     this._pingTimer = setInterval(() => {
       const ws = this._ws;
-      this.request({ type: "ping" }).catch((err) => {
+      this._ping().catch((err) => {
         if (err.code === "timeout" && ws && this._ws === ws) {
           ws.close(4000, "no reply to ping");
           // onclose does the rest; if the browser takes long to notice, force it.
@@ -290,6 +296,23 @@ export class Connection {
         }
       });
     }, this.pingIntervalMs);
+  }
+
+  /** A ping that also refines the server-clock offset (the reply's `time`, PROTOCOL addition). */
+  async _ping() {
+    const sent = Date.now();
+    const reply = await this.request({ type: "ping" });
+    const received = Date.now();
+    const rtt = received - sent;
+    if (typeof reply.time === "number" && rtt <= this._bestRttMs) {
+      this._bestRttMs = rtt;
+      this.clockOffsetS = reply.time - (sent + received) / 2000;
+    }
+    return reply;
+  }
+
+  serverNow() {
+    return Date.now() / 1000 + this.clockOffsetS;
   }
 
   _stopPing() {
