@@ -9,6 +9,15 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 from signalling import messages as m
 from signalling.conference import (
@@ -23,7 +32,7 @@ from signalling.conference import (
     SiteJoined,
     SiteLeft,
 )
-from signalling.errors import BadRequest, Conflict, Forbidden, NotFound
+from signalling.errors import BadRequest, Conflict, Forbidden, NotFound, SignallingError
 from signalling.model import Layout, Level, Role, SessionId, Site, SiteId, Tile
 
 CHAIR = SiteId("tianhe")
@@ -205,12 +214,6 @@ def test_grace_expiry_takes_the_site_offline(h: Harness) -> None:
     assert h.c.next_deadline() is None
 
 
-@pytest.mark.xfail(
-    reason="BUG: next_deadline tests `if s.detached_at` (truthiness), so a session "
-    "detached at now=0.0 has no deadline",
-    strict=True,
-    raises=AssertionError,
-)
 def test_next_deadline_of_a_session_detached_at_time_zero(h: Harness) -> None:
     h.join(ZHUJI, 0.0)
     h.c.detach(h.session[ZHUJI], 0.0)
@@ -300,17 +303,14 @@ def test_floor_lowers_the_hand_and_unmutes(busy: Harness) -> None:
     assert site_events(out, ZHUJI)[-1]["hand"] is False
 
 
-@pytest.mark.xfail(
-    reason="INCONSISTENCY: lowering a hand by giving the floor (or by leaving) broadcasts a "
-    "`site` event but no `hands` event, so a client that keeps the queue from `hands` events "
-    "shows a stale queue (conference._set_floor / leave)",
-    strict=True,
-    raises=AssertionError,
-)
 def test_floor_lowering_a_hand_sends_the_hands_queue(busy: Harness) -> None:
     busy.do(ZHUJI, 1.0, type="hand", up=True)
+    busy.do(LIEDE, 1.5, type="hand", up=True)
     out = busy.do(CHAIR, 2.0, type="floor", site=ZHUJI)
+    assert broadcasts(out, "hands") == [{"type": "hands", "queue": [LIEDE]}]
+    out = busy.c.leave(busy.session[LIEDE], 3.0)
     assert broadcasts(out, "hands") == [{"type": "hands", "queue": []}]
+    assert of_type(busy.c.leave(busy.session[XIANCUN], 4.0), "hands") == []  # no hand up
 
 
 def test_floor_holder_leaving_returns_the_floor_to_the_chair(busy: Harness) -> None:
@@ -387,17 +387,16 @@ def test_terminal_may_not_unmute_a_chair_mute(busy: Harness) -> None:
     assert busy.state(ZHUJI)["video_muted"] is True
 
 
-@pytest.mark.xfail(
-    reason="BUG: a terminal's own mute(audio=true) clears muted_by_chair "
-    "(conference._mute: `state.muted_by_chair = req.audio and by_chair and ...`), "
-    "so it can then unmute itself despite the chair's mute",
-    strict=True,
-)
 def test_terminal_cannot_escape_a_chair_mute_by_muting_itself(busy: Harness) -> None:
     busy.do(CHAIR, 1.0, type="mute", site=ZHUJI, audio=True)
     busy.do(ZHUJI, 2.0, type="mute", site=ZHUJI, audio=True)
     with pytest.raises(Forbidden):
         busy.do(ZHUJI, 3.0, type="mute", site=ZHUJI, audio=False)
+    assert busy.state(ZHUJI)["audio_muted"] is True
+    busy.do(CHAIR, 4.0, type="mute", site=ZHUJI, audio=False)  # the chair lifts it
+    busy.do(ZHUJI, 5.0, type="mute", site=ZHUJI, audio=True)  # now its own mute again
+    busy.do(ZHUJI, 6.0, type="mute", site=ZHUJI, audio=False)
+    assert busy.state(ZHUJI)["audio_muted"] is False
 
 
 def test_mute_all_skips_the_floor_holder_and_the_chair(busy: Harness) -> None:
@@ -629,31 +628,27 @@ def test_floor_poll_stops_on_empty_sites_and_on_manual_floor(busy: Harness) -> N
     assert busy.c.floor == LIEDE
 
 
-@pytest.mark.xfail(
-    reason="BUG: handle(Floor) stops the floor poll before validating the target "
-    "(conference.handle: _stop_poll before _floor_target), so a refused floor request "
-    "silently ends the poll and the refusal's outcome (with its poll event) is discarded",
-    strict=True,
-    raises=AssertionError,
-)
 def test_refused_floor_request_keeps_the_floor_poll(busy: Harness) -> None:
     busy.do(CHAIR, 0.0, type="poll", target="floor", sites=[ZHUJI, XIANCUN], interval_s=5)
     with pytest.raises(NotFound):
         busy.do(CHAIR, 1.0, type="floor", site="nowhere")
-    assert busy.c.snapshot()["polls"] != []
+    with pytest.raises(BadRequest):
+        busy.do(CHAIR, 1.0, type="floor", site=WALL)
+    assert [p["target"] for p in busy.c.snapshot()["polls"]] == ["floor"]
+    busy.c.tick(5.0)
+    assert busy.c.floor == XIANCUN
 
 
-@pytest.mark.xfail(
-    reason="BUG: a floor poll whose sites are all offline reports current = the last site "
-    "(index -1 in _Poll.to_wire) although nobody holds the floor",
-    strict=True,
-    raises=AssertionError,
-)
 def test_floor_poll_of_offline_sites_has_no_current(h: Harness) -> None:
     h.join(CHAIR)
     out = h.do(CHAIR, 0.0, type="poll", target="floor", sites=[ZHUJI, XIANCUN], interval_s=5)
     assert h.c.floor is None
     assert polls(out)[-1]["current"] is None
+    assert h.c.snapshot()["polls"][0]["current"] is None
+    h.join(XIANCUN, 1.0)
+    h.c.tick(5.0)
+    assert h.c.floor == XIANCUN
+    assert h.c.snapshot()["polls"][0]["current"] == XIANCUN
 
 
 def test_floor_poll_refusals(busy: Harness) -> None:
@@ -986,3 +981,243 @@ def test_snapshot_is_json(busy: Harness) -> None:
     assert back["rollcall"]["current"] == ZHUJI
     assert back["layout"]["tiles"] == [{"source": None, "rect": [0.0, 0.0, 1.0, 1.0]}]
     assert "珠吉街" in text
+
+
+# -- random sequences: invariants after every step -------------------------------------------
+
+SITE_IDS = [s.id for s in SITES]
+maybe_site = st.sampled_from([*SITE_IDS, "nowhere"])
+tile_rects = st.sampled_from(
+    [[0, 0, 1, 1], [0, 0, 0.5, 0.5], [0.5, 0, 0.5, 0.5], [0, 0.5, 0.5, 0.5], [0.25, 0.25, 0.5, 0.5]]
+)
+
+
+def _without_none(**fields: Any) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+control_requests = st.one_of(
+    st.builds(lambda s: {"type": "floor", "site": s}, st.none() | maybe_site),
+    st.builds(
+        lambda s, a, v: _without_none(type="mute", site=s, audio=a, video=v),
+        maybe_site,
+        st.none() | st.booleans(),
+        st.none() | st.booleans(),
+    ),
+    st.builds(lambda a: {"type": "mute_all", "audio": a}, st.booleans()),
+    st.builds(
+        lambda up, s: _without_none(type="hand", up=up, site=s),
+        st.booleans(),
+        st.none() | maybe_site,
+    ),
+    st.builds(
+        lambda a, s: _without_none(type="rollcall", action=a, sites=s),
+        st.sampled_from(["start", "next", "stop"]),
+        st.none() | st.lists(maybe_site, max_size=4),
+    ),
+    st.just({"type": "rollcall_ack"}),
+    st.builds(
+        lambda t, s, i, o: {"type": "poll", "target": t, "sites": s, "interval_s": i, "output": o},
+        st.just("floor") | st.integers(-1, 9),
+        st.lists(maybe_site, max_size=4),
+        st.sampled_from([3, 5, 12.5]),
+        st.sampled_from(["wall", "wall", "wall9"]),
+    ),
+    st.builds(
+        lambda k, srcs: {
+            "type": "layout",
+            "layout": {"kind": k, "tiles": [{"source": s} for s in srcs]},
+        },
+        st.sampled_from(["1", "2", "4", "1+5", "9"]),
+        st.lists(st.none() | maybe_site, max_size=2),
+    ),
+    st.builds(
+        lambda tiles: {"type": "layout", "layout": {"kind": "custom", "tiles": tiles}},
+        st.lists(
+            st.fixed_dictionaries({"source": st.none() | maybe_site, "rect": tile_rects}),
+            min_size=1,
+            max_size=3,
+        ),
+    ),
+    st.builds(
+        lambda k, n: {"type": k, "name": n},
+        st.sampled_from(["preset_save", "preset_load", "preset_delete"]),
+        st.sampled_from(["甲", "乙"]),
+    ),
+    st.builds(lambda t: {"type": "banner", "text": t}, st.sampled_from(["", "防汛会商"])),
+    st.builds(lambda on: {"type": "record", "on": on}, st.booleans()),
+    st.just({"type": "ping"}),
+)
+steps = st.floats(min_value=0.0, max_value=20.0)
+
+
+class ConferenceMachine(RuleBasedStateMachine):
+    """Random joins, leaves, detaches, ticks, media and requests from random sessions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        config = ConferenceConfig("fuzz", rejoin_grace_s=GRACE, rollcall_timeout_s=ROLLCALL_TIMEOUT)
+        self.c = Conference(SITES, config)
+        self.now = 1.0
+        self.issued: list[tuple[SessionId, SiteId]] = []
+
+    def _check(self, out: Outcome) -> None:
+        live = {s for s, _ in self.issued if self.c.is_live(s)}
+        for to, msg in out.messages:
+            m.serialize(msg).encode("utf-8")
+            assert to is None or set(to) <= live, (to, msg)
+        for session, code, _ in out.closes:
+            assert code == CLOSE_REPLACED and not self.c.is_live(session)
+
+    def _pick(self, data: st.DataObject) -> SessionId:
+        """Mostly a live session; sometimes an ended, replaced or never-issued one."""
+        live = [s for s, _ in self.issued if self.c.is_live(s)]
+        if live and data.draw(st.integers(0, 9)) < 8:
+            return data.draw(st.sampled_from(live))
+        return data.draw(st.sampled_from([SessionId("ghost"), *(s for s, _ in self.issued)]))
+
+    @initialize(sites=st.lists(st.sampled_from(SITE_IDS), unique=True))
+    def start(self, sites: list[SiteId]) -> None:
+        for site in [CHAIR, *sites]:
+            self.join(site, 0.0)
+
+    @rule(site=st.sampled_from(SITE_IDS), dt=steps)
+    def join(self, site: SiteId, dt: float) -> None:
+        self.now += dt
+        session = SessionId(f"s{len(self.issued)}")
+        self.issued.append((session, site))
+        self._check(self.c.join(site, session, self.now))
+
+    @precondition(lambda self: self.issued)
+    @rule(data=st.data(), dt=steps)
+    def leave(self, data: st.DataObject, dt: float) -> None:
+        self.now += dt
+        self._check(self.c.leave(self._pick(data), self.now))
+
+    @precondition(lambda self: self.issued)
+    @rule(data=st.data(), dt=steps)
+    def detach(self, data: st.DataObject, dt: float) -> None:
+        self.now += dt
+        self._check(self.c.detach(self._pick(data), self.now))
+
+    @rule(dt=st.floats(min_value=0.0, max_value=40.0))
+    def tick(self, dt: float) -> None:
+        self.now += dt
+        self._check(self.c.tick(self.now))
+
+    @precondition(lambda self: self.issued)
+    @rule(data=st.data(), slots=st.sampled_from([["main"], ["main", "extra1"], []]))
+    def set_media(self, data: st.DataObject, slots: list[str]) -> None:
+        session = self._pick(data)
+        if self.c.is_live(session):
+            self._check(self.c.set_media(session, slots))
+        else:
+            with pytest.raises(Conflict):
+                self.c.set_media(session, slots)
+
+    @precondition(lambda self: self.issued)
+    @rule(data=st.data(), fields=control_requests, dt=steps)
+    def request(self, data: st.DataObject, fields: dict[str, Any], dt: float) -> None:
+        self._request(self._pick(data), fields, dt)
+
+    @rule(fields=control_requests, dt=steps)
+    def chair_request(self, fields: dict[str, Any], dt: float) -> None:
+        self._request(self._live_of(CHAIR), fields, dt)
+
+    @rule(
+        who=st.sampled_from([CHAIR, OPERATOR]),
+        aim=st.sampled_from(["floor", 0, 1]),
+        sites=st.lists(st.sampled_from([*TERMINALS, UPLINK, CAMERA]), min_size=1, max_size=4),
+        dt=steps,
+    )
+    def start_poll(self, who: SiteId, aim: str | int, sites: list[SiteId], dt: float) -> None:
+        fields = {"type": "poll", "target": aim, "sites": sites, "interval_s": 5}
+        self._request(self._live_of(who), fields, dt)
+
+    def _live_of(self, site: SiteId) -> SessionId:
+        live = [s for s, owner in self.issued if owner == site and self.c.is_live(s)]
+        return live[0] if live else SessionId("ghost")
+
+    @rule(who=st.sampled_from([*TERMINALS, UPLINK]), up=st.booleans(), dt=steps)
+    def raise_or_lower_hand(self, who: SiteId, up: bool, dt: float) -> None:
+        self._request(self._live_of(who), {"type": "hand", "up": up}, dt)
+
+    @rule(site=st.none() | maybe_site, dt=steps)
+    def chair_floor(self, site: str | None, dt: float) -> None:
+        self._request(self._live_of(CHAIR), {"type": "floor", "site": site}, dt)
+
+    @rule(action=st.sampled_from(["start", "start", "next", "stop"]), dt=steps)
+    def chair_rollcall(self, action: str, dt: float) -> None:
+        self._request(self._live_of(CHAIR), {"type": "rollcall", "action": action}, dt)
+
+    @rule(dt=steps)
+    def called_site_acks(self, dt: float) -> None:
+        call = self.c.rollcall
+        called = call.current if call is not None else None
+        session = self._live_of(called) if called is not None else SessionId("ghost")
+        self._request(session, {"type": "rollcall_ack"}, dt)
+
+    def _request(self, session: SessionId, fields: dict[str, Any], dt: float) -> None:
+        self.now += dt
+        before = json.dumps(self.c.snapshot(), sort_keys=True)
+        try:
+            request = m.parse(json.dumps(fields))
+            out = self.c.handle(session, request, self.now)
+        except SignallingError:
+            after = json.dumps(self.c.snapshot(), sort_keys=True)
+            assert after == before, "a refusal changed the state"
+            return
+        self._check(out)
+
+    @invariant()
+    def one_live_session_per_site(self) -> None:
+        live: dict[SiteId, list[SessionId]] = {}
+        for session, site in self.issued:
+            if self.c.is_live(session):
+                live.setdefault(site, []).append(session)
+        assert all(len(v) == 1 for v in live.values()), live
+        for site in SITE_IDS:
+            assert self.c.site_state(site)["online"] == (site in live)
+
+    @invariant()
+    def floor_holder_is_online_or_none(self) -> None:
+        floor = self.c.floor
+        if floor is not None:
+            assert self.c.site_state(floor)["online"] or self.c.sites[floor].level is Level.CAMERA
+            assert floor != CHAIR
+
+    @invariant()
+    def hands_queue_matches_raised_hands(self) -> None:
+        snap = self.c.snapshot()
+        up = [s["id"] for s in snap["sites"] if s["hand"]]
+        assert sorted(snap["hands"]) == sorted(up)
+        assert len(set(snap["hands"])) == len(snap["hands"])
+        assert all(self.c.site_state(s)["online"] for s in up)
+
+    @invariant()
+    def rollcall_lists_are_disjoint(self) -> None:
+        call = self.c.rollcall
+        if call is None:
+            return
+        lists = [call.acked, call.missed, call.pending, [call.current] if call.current else []]
+        seen = [s for part in lists for s in part]
+        assert len(seen) == len(set(seen)), lists
+        assert call.active == (call.current is not None)
+
+    @invariant()
+    def snapshot_is_json_and_plan_is_consistent(self) -> None:
+        snap = self.c.snapshot()
+        json.dumps(snap, allow_nan=False, ensure_ascii=False).encode("utf-8")
+        for session in self.c.plan.routes:
+            assert self.c.is_live(session)
+        if snap["polls"] or (snap["rollcall"] and snap["rollcall"]["active"]):
+            assert self.c.next_deadline() is not None
+
+
+ConferenceMachine.TestCase.settings = settings(
+    max_examples=200,
+    stateful_step_count=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+test_random_sequences_keep_the_invariants = ConferenceMachine.TestCase
