@@ -289,7 +289,10 @@ function updateRow(id) {
   const link = site.link;
   setText(
     parts.link,
-    link ? `${Math.round(link.rtt_ms)} ms · 丢包 loss ${(link.loss * 100).toFixed(1)}% · ${Math.round(link.kbps)} kbps` : "",
+    link
+      ? `${Math.round(link.rtt_ms)} ms · 丢包 loss ${(link.loss * 100).toFixed(1)}% · ` +
+          `${Math.round(link.kbps)} kbps`
+      : "",
   );
   if (parts.floor) {
     parts.floor.hidden = state.floor === id;
@@ -438,7 +441,8 @@ function renderPoll() {
   if (poll) {
     setText(
       el,
-      `轮询中 Polling ${poll.sites.length} 个站点 sites · 每 ${poll.interval_s} 秒 s · 当前 now: ${siteName(poll.current) || "—"}`,
+      `轮询中 Polling ${poll.sites.length} 个站点 sites · 每 ${poll.interval_s} 秒 s · ` +
+        `当前 now: ${siteName(poll.current) || "—"}`,
     );
   } else {
     setText(el, "未轮询 Not polling");
@@ -453,7 +457,9 @@ function renderRecording() {
   const label = button.querySelector(".label");
   const wanted = state.recording ? "录制中 · 点击停止 Recording" : "开始录制 Record";
   if (label.textContent !== wanted) {
-    label.replaceChildren(state.recording ? bi("录制中 · 点击停止", "Recording") : bi("开始录制", "Record"));
+    label.replaceChildren(
+      state.recording ? bi("录制中 · 点击停止", "Recording") : bi("开始录制", "Record"),
+    );
   }
 }
 
@@ -532,7 +538,9 @@ function onClick(event) {
       act(button, { type: "mute_all", audio: true }, (r) => `已静音 ${r.count ?? 0} 个站点 · muted`);
       break;
     case "unmute-all":
-      act(button, { type: "mute_all", audio: false }, (r) => `已取消静音 ${r.count ?? 0} 个站点 · unmuted`);
+      act(button, { type: "mute_all", audio: false }, (r) => {
+        return `已取消静音 ${r.count ?? 0} 个站点 · unmuted`;
+      });
       break;
     case "rollcall-start": {
       const scope = $("rc-scope").value;
@@ -540,7 +548,10 @@ function onClick(event) {
       if (scope !== "all") {
         message.sites = sitesFor(scope);
         if (!message.sites.length) {
-          notices.show("没有可点名的在线站点 · no sites online to call", { kind: "error", code: "local" });
+          notices.show("没有可点名的在线站点 · no sites online to call", {
+            kind: "error",
+            code: "local",
+          });
           return;
         }
       }

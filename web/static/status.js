@@ -51,7 +51,13 @@ function build(sites) {
     view.groups.push({ row: groupRow, ids: group.sites.map((s) => s.id), count: groupCount });
     for (const site of group.sites) {
       const cells = {
-        name: h("td", { class: "name" }, h("strong", { text: site.name }), " ", h("span", { class: "en", text: site.id })),
+        name: h(
+          "td",
+          { class: "name" },
+          h("strong", { text: site.name }),
+          " ",
+          h("span", { class: "en", text: site.id }),
+        ),
         level: h("td", { text: LEVEL_NAMES[site.level] || site.level }),
         state: h("td", { class: "state" }, h("span", { class: "pill" })),
         since: h("td", { class: "since" }),
@@ -59,7 +65,8 @@ function build(sites) {
         loss: h("td", { class: "loss" }),
         kbps: h("td", { class: "kbps" }),
       };
-      const row = h("tr", { dataset: { site: site.id, testid: `status-${site.id}` } }, ...Object.values(cells));
+      const attrs = { dataset: { site: site.id, testid: `status-${site.id}` } };
+      const row = h("tr", attrs, ...Object.values(cells));
       view.rows.set(site.id, { row, cells });
       body.append(row);
     }
@@ -96,14 +103,16 @@ function update(reply) {
     if (poorLink(site)) poor += 1;
     const { row, cells } = entry;
     row.dataset.state = st;
-    row.className = `${site.online ? "online" : "offline"} ${st === "dropped" ? "alarm" : ""} ${st === "never" ? "never" : ""}`.trim();
+    row.className = { online: "online", dropped: "offline alarm", never: "offline never" }[st];
     const pill = cells.state.firstChild;
     set(pill, { online: "在线 online", dropped: "掉线 offline", never: "未上线 not joined" }[st]);
     if (site.since === null || site.since === undefined) set(cells.since, "—");
     else set(cells.since, `${formatClock(site.since)} 起 · ${formatDuration(now - site.since)}`);
     const link = site.online ? site.link : null;
-    set(cells.rtt, link ? `${Math.round(link.rtt_ms)} ms` : "—", `rtt ${link ? linkClass(link.rtt_ms, RTT_WARN_MS, RTT_BAD_MS) : ""}`.trim());
-    set(cells.loss, link ? `${(link.loss * 100).toFixed(1)} %` : "—", `loss ${link ? linkClass(link.loss, LOSS_WARN, LOSS_BAD) : ""}`.trim());
+    const rttClass = link ? linkClass(link.rtt_ms, RTT_WARN_MS, RTT_BAD_MS) : "";
+    const lossClass = link ? linkClass(link.loss, LOSS_WARN, LOSS_BAD) : "";
+    set(cells.rtt, link ? `${Math.round(link.rtt_ms)} ms` : "—", `rtt ${rttClass}`.trim());
+    set(cells.loss, link ? `${(link.loss * 100).toFixed(1)} %` : "—", `loss ${lossClass}`.trim());
     set(cells.kbps, link ? `${Math.round(link.kbps)} kbps` : "—");
   }
   renderAlarms(sites, now);
@@ -133,7 +142,12 @@ function renderAlarms(sites, now) {
     list.dataset.key = key;
     list.replaceChildren(
       ...dropped.map((s) =>
-        h("li", { dataset: { site: s.id } }, h("strong", { text: s.name }), ` ${formatClock(s.since)} 掉线 dropped`),
+        h(
+          "li",
+          { dataset: { site: s.id } },
+          h("strong", { text: s.name }),
+          ` ${formatClock(s.since)} 掉线 dropped`,
+        ),
       ),
     );
   }
