@@ -142,8 +142,13 @@ class SignallingServer:
         self._ticker = asyncio.create_task(self._tick_forever(), name="conference-tick")
 
     @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    @property
     def port(self) -> int:
-        assert self._server is not None, "not started"
+        if self._server is None:
+            raise RuntimeError("the signalling listener is not running")
         return int(next(iter(self._server.sockets)).getsockname()[1])
 
     @property

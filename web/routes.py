@@ -99,6 +99,8 @@ async def _join(request: web.Request) -> web.StreamResponse:
 
 async def _info(request: web.Request) -> web.Response:
     app = request.app[APP]
+    if not app.signalling.running:
+        raise web.HTTPServiceUnavailable(text="the signalling listener is restarting; retry")
     return web.json_response({"protocol": 1, "signalling": app.signalling_url})
 
 
