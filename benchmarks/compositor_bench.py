@@ -226,6 +226,38 @@ def bench_xstack(
     }
 
 
+def bench_budget(
+    src_name: str,
+    frames: list[tuple[av.VideoFrame, av.VideoFrame]],
+    files: list[Path],
+    src: tuple[int, int],
+    count: int,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """The budget case (36 tiles into 1080p) again, longer, with hot and cold variants."""
+    hd = CANVASES["1080p"]
+    fresh = bench_ours(36, hd, frames, count)
+    cold = bench_ours(36, hd, frames, count, fresh=False)
+    hot = bench_ours(36, hd, frames[:1] * 36, count, fresh=False)
+    out: dict[str, Any] = {
+        "source": src_name,
+        "frames": count,
+        "ours_cpu_ms": round(fresh["cpu_ms"], 3),
+        "ours_compose_cpu_ms": round(fresh["compose_cpu_ms"], 3),
+        "ours_cold_cpu_ms": round(cold["cpu_ms"], 3),
+        "ours_hot_cpu_ms": round(hot["cpu_ms"], 3),
+        "within_3ms": fresh["cpu_ms"] <= 3.0,
+        "compose_within_3ms": fresh["compose_cpu_ms"] <= 3.0,
+        "hot_within_3ms": hot["cpu_ms"] <= 3.0,
+    }
+    if not args.no_xstack:
+        xs = bench_xstack(36, hd, files, src, count, max(2, args.repeats))
+        out["xstack_cpu_ms"] = round(xs["cpu_ms"], 3)
+        out["ratio"] = round(xs["cpu_ms"] / fresh["cpu_ms"], 2)
+        out["at_least_1_5x"] = out["ratio"] >= 1.5
+    return out
+
+
 # -- resize methods ----------------------------------------------------------------------
 
 
@@ -366,6 +398,7 @@ def main() -> int:
         "cases": [],
     }
     print(f"compositor benchmark, {count} frames per case, one thread (shared machine)")
+    budgets: list[dict[str, Any]] = []
     header = f"{'source':>6} {'tiles':>5} {'canvas':>6} {'ours cpu':>9} {'ours wall':>9} "
     header += f"{'compose':>8} {'ours cold':>9} {'xstack':>8} {'ratio':>6}"
     print(header)
@@ -410,6 +443,8 @@ def main() -> int:
                         line += f"{xs['cpu_ms']:>8.2f} {ratio:>5.2f}x"
                     print(line, flush=True)
                     results["cases"].append(case)
+            if 36 in tile_counts:
+                budgets.append(bench_budget(src_name, frames, files, (sw, sh), 2 * count, args))
             if src_name == "360p":
                 n36 = 36 if 36 in tile_counts else max_tiles
                 hd = CANVASES["1080p"]
@@ -426,24 +461,18 @@ def main() -> int:
                 for k, v in variants.items():
                     print(f"  {k:<22} {v['cpu_ms']:6.2f} / {v['compose_cpu_ms']:6.2f}")
                 print()
-    budgets = []
-    for case in results["cases"]:
-        if case["tiles"] == 36 and case["canvas"] == "1080p":
-            ok_time = case["ours_cpu_ms"] <= 3.0
-            ok_ratio = case.get("ratio", math.inf) >= 1.5
-            budgets.append(
-                {
-                    "case": f"{case['source']} x36 -> 1080p",
-                    "ours_cpu_ms": case["ours_cpu_ms"],
-                    "within_3ms": ok_time,
-                    "ratio": case.get("ratio"),
-                    "at_least_1_5x": ok_ratio if "ratio" in case else None,
-                }
-            )
+    if budgets:
+        print("\nbudget: 36 tiles -> 1080p <= 3 ms per composed frame, >= 1.5x faster than xstack")
+        for bud in budgets:
             print(
-                f"budget {case['source']} x36 -> 1080p: {case['ours_cpu_ms']:.2f} ms "
-                f"({'met' if ok_time else 'MISSED'} <= 3 ms), ratio "
-                f"{case.get('ratio', 'n/a')} ({'met' if ok_ratio else 'MISSED'} >= 1.5x)"
+                f"  {bud['source']}: push+compose {bud['ours_cpu_ms']:.2f} ms, compose alone "
+                f"{bud['ours_compose_cpu_ms']:.2f} ms (cold {bud['ours_cold_cpu_ms']:.2f}, "
+                f"cache-hot {bud['ours_hot_cpu_ms']:.2f}); xstack {bud.get('xstack_cpu_ms', 'n/a')}"
+                f" ms, ratio {bud.get('ratio', 'n/a')} -> 3 ms "
+                f"{'met' if bud['within_3ms'] else 'MISSED'} (compose alone "
+                f"{'met' if bud['compose_within_3ms'] else 'MISSED'}, cache-hot "
+                f"{'met' if bud['hot_within_3ms'] else 'MISSED'}), 1.5x "
+                f"{'met' if bud.get('at_least_1_5x') else 'MISSED'}"
             )
     results["budgets"] = budgets
     if not args.no_resize:

@@ -165,6 +165,7 @@ class TileScaler:
         self.threads = threads
         self._reformatter = VideoReformatter()
         self._staging: av.VideoFrame | None = None
+        self._scratch: dict[tuple[int, int], U8] = {}
 
     def draw(
         self,
@@ -183,9 +184,34 @@ class TileScaler:
         c = plan.crop
         cx, cy = c.x // 2, c.y // 2
         cw, ch = (c.w + 1) // 2, (c.h + 1) // 2
-        _resize(src[0][c.y : c.y + c.h, c.x : c.x + c.w], dst[0], plan.luma)
-        _resize(src[1][cy : cy + ch, cx : cx + cw], dst[1], plan.chroma)
-        _resize(src[2][cy : cy + ch, cx : cx + cw], dst[2], plan.chroma)
+        self._resize(src[0][c.y : c.y + c.h, c.x : c.x + c.w], dst[0], plan.luma)
+        self._resize(src[1][cy : cy + ch, cx : cx + cw], dst[1], plan.chroma)
+        self._resize(src[2][cy : cy + ch, cx : cx + cw], dst[2], plan.chroma)
+
+    def _resize(self, src: U8, dst: U8, method: Method) -> None:
+        h, w = dst.shape
+        if h == 0 or w == 0:
+            return
+        if method is Method.COPY:
+            np.copyto(dst, src)
+        elif method is Method.LINEAR:
+            cv2.resize(src, (w, h), dst=dst, interpolation=cv2.INTER_LINEAR)
+        elif method is Method.HALVE:
+            while src.shape[1] > 2 * w:
+                src = self._halve(src)
+            cv2.resize(src, (w, h), dst=dst, interpolation=cv2.INTER_AREA)
+        else:
+            # Only luma decides swscale; a plane that lands here is a plain downscale.
+            cv2.resize(src, (w, h), dst=dst, interpolation=cv2.INTER_AREA)
+
+    def _halve(self, src: U8) -> U8:
+        """``src`` box-filtered to half size into a reused scratch plane (no allocation)."""
+        shape = (src.shape[0] // 2, src.shape[1] // 2)
+        scratch = self._scratch.get(shape)
+        if scratch is None:
+            scratch = self._scratch[shape] = np.empty(shape, np.uint8)
+        cv2.resize(src, (shape[1], shape[0]), dst=scratch, interpolation=cv2.INTER_AREA)
+        return scratch
 
     def _swscale(
         self, plan: TilePlan, src: Planes, frame: av.VideoFrame | None, dst: Planes
@@ -226,21 +252,3 @@ def plane_array(plane: VideoPlane, width: int, height: int) -> U8:
         raise ValueError(f"plane {plane.width}x{plane.height} is smaller than {width}x{height}")
     data = np.frombuffer(cast("bytes", plane), np.uint8, count=plane.line_size * height)
     return data.reshape(height, plane.line_size)[:, :width]
-
-
-def _resize(src: U8, dst: U8, method: Method) -> None:
-    h, w = dst.shape
-    if h == 0 or w == 0:
-        return
-    if method is Method.COPY:
-        np.copyto(dst, src)
-    elif method is Method.LINEAR:
-        cv2.resize(src, (w, h), dst=dst, interpolation=cv2.INTER_LINEAR)
-    elif method is Method.HALVE:
-        while src.shape[1] > 2 * w:
-            half = (src.shape[1] // 2, src.shape[0] // 2)
-            src = np.asarray(cv2.resize(src, half, interpolation=cv2.INTER_AREA), np.uint8)
-        cv2.resize(src, (w, h), dst=dst, interpolation=cv2.INTER_AREA)
-    else:
-        # Only luma decides swscale; a plane that lands here is a plain downscale.
-        cv2.resize(src, (w, h), dst=dst, interpolation=cv2.INTER_AREA)
