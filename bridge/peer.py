@@ -128,8 +128,10 @@ class Peer:
             if self.pc.connectionState == "connected":
                 for slot in self._slots.values():
                     slot.port_ready()
-            if self.pc.connectionState == "failed" and self._closing is None:
-                self._close_task = asyncio.ensure_future(self.close("ice failed"))
+            state = self.pc.connectionState
+            if state in ("failed", "closed") and self._closing is None:
+                reason = "ice failed" if state == "failed" else "closed by the remote peer"
+                self._close_task = asyncio.ensure_future(self.close(reason))
 
     def __repr__(self) -> str:
         return f"Peer({self.id!r})"

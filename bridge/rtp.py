@@ -308,6 +308,8 @@ def is_vp8_keyframe(payload: bytes) -> bool:
     RFC 7741 section 4.3: S=1 and PID=0 mean the packet starts the first partition, whose
     first byte carries the P bit (inverse keyframe flag): P=0 is a keyframe.
     """
+    if not payload or payload[0] & 0x1F != 0x10:  # S=1 and PID=0, checked before parsing
+        return False
     try:
         desc = parse_vp8_descriptor(payload)
     except ValueError:
@@ -374,6 +376,23 @@ class StreamRewriter:
         self._ext_ids = dict(extension_ids)
         self._mid = mid.encode() if mid is not None and EXT_MID in self._ext_ids else None
         self._abs_id = self._ext_ids.get(EXT_ABS_SEND_TIME)
+        # one-byte form possible (RFC 8285 4.2): precompute elements for the fast path
+        self._one_byte = all(1 <= i <= 14 for i in self._ext_ids.values()) and (
+            self._mid is None or 1 <= len(self._mid) <= 16
+        )
+        self._ext_order: list[tuple[str, bytes]] = []
+        self._mid_element = b""
+        if self._one_byte:
+            for uri, ext_id in self._ext_ids.items():
+                if uri == EXT_MID and self._mid is None:
+                    continue
+                if uri == EXT_ABS_SEND_TIME:
+                    self._ext_order.append((uri, bytes([(ext_id << 4) | 2])))
+                else:
+                    self._ext_order.append((uri, bytes([ext_id])))
+            if self._mid is not None:
+                mid_id = self._ext_ids[EXT_MID]
+                self._mid_element = bytes([(mid_id << 4) | (len(self._mid) - 1)]) + self._mid
         # the last packet sent (highest sequence number)
         self.last_sequence = (initial_sequence - 1) & 0xFFFF
         self.last_timestamp = initial_timestamp & 0xFFFFFFFF
@@ -441,13 +460,20 @@ class StreamRewriter:
         payload = packet.payload
         if self.vp8 and payload:
             payload = self._rewrite_vp8(payload)
-        extensions = packet.extensions
-        if self._mid is not None or self._abs_id is not None:
-            extensions = dict(extensions)
-            if self._mid is not None:
-                extensions[EXT_MID] = self._mid
-            if self._abs_id is not None:
-                extensions[EXT_ABS_SEND_TIME] = abs_send_time(now).to_bytes(3, "big")
+        if seq_newer(seq, self.last_sequence) or self.packets_sent == 0:
+            self.last_sequence = seq
+            self.last_timestamp = ts
+            self.last_time = now
+            self.last_marker = packet.marker
+        self.packets_sent += 1
+        self.octets_sent += len(payload)
+        if self._one_byte:
+            return seq, self._serialize_fast(packet, seq, ts, payload, now)
+        extensions = dict(packet.extensions)
+        if self._mid is not None:
+            extensions[EXT_MID] = self._mid
+        if self._abs_id is not None:
+            extensions[EXT_ABS_SEND_TIME] = abs_send_time(now).to_bytes(3, "big")
         out = RtpPacket(
             payload_type=self.payload_type,
             sequence_number=seq,
@@ -458,37 +484,92 @@ class StreamRewriter:
             extensions=extensions,
             csrc=packet.csrc,
         )
-        if seq_newer(seq, self.last_sequence) or self.packets_sent == 0:
-            self.last_sequence = seq
-            self.last_timestamp = ts
-            self.last_time = now
-            self.last_marker = packet.marker
-        self.packets_sent += 1
-        self.octets_sent += len(payload)
         return seq, serialize_rtp(out, self._ext_ids)
 
+    def _serialize_fast(
+        self, packet: RtpPacket, seq: int, ts: int, payload: bytes, now: float
+    ) -> bytes:
+        """:func:`serialize_rtp` specialised for one-byte extensions (the common case)."""
+        parts = []
+        for uri, element_id in self._ext_order:
+            if uri == EXT_MID:
+                parts.append(self._mid_element)
+            elif uri == EXT_ABS_SEND_TIME:
+                parts.append(element_id + abs_send_time(now).to_bytes(3, "big"))
+            else:
+                value = packet.extensions.get(uri)
+                if value is not None and 1 <= len(value) <= 16:
+                    parts.append(bytes([(element_id[0] << 4) | (len(value) - 1)]) + value)
+        first = 0x80 | len(packet.csrc)
+        ext = b""
+        if parts:
+            first |= 0x10
+            body = b"".join(parts)
+            pad = -len(body) % 4
+            ext = struct.pack("!HH", _ONE_BYTE_PROFILE, (len(body) + pad) // 4) + body
+            if pad:
+                ext += b"\x00" * pad
+        header = _HEADER.pack(
+            first,
+            (0x80 if packet.marker else 0) | self.payload_type,
+            seq,
+            ts,
+            self.ssrc,
+        )
+        if packet.csrc:
+            header += struct.pack(f"!{len(packet.csrc)}I", *packet.csrc)
+        return header + ext + payload
+
     def _rewrite_vp8(self, payload: bytes) -> bytes:
-        try:
-            desc = parse_vp8_descriptor(payload)
-        except ValueError:
-            return payload
-        pid = None
+        """PictureID / TL0PICIDX continuity (RFC 7741 4.2), parsed inline on the hot path."""
+        if not payload[0] & 0x80 or len(payload) < 2:
+            return payload  # no extension octet: nothing to rewrite
+        ext = payload[1]
+        pos = 2
+        picture_id = None
+        if ext & 0x80:
+            if len(payload) < 3:
+                return payload
+            if payload[2] & 0x80:
+                if len(payload) < 4:
+                    return payload
+                picture_id = ((payload[2] & 0x7F) << 8) | payload[3]
+                pos = 4
+            else:
+                picture_id = payload[2]
+                pos = 3
         tl0 = None
-        if desc.picture_id is not None:
+        if ext & 0x40:
+            if len(payload) <= pos:
+                return payload
+            tl0 = payload[pos]
+            pos += 1
+        if ext & 0x30:
+            pos += 1
+        if len(payload) < pos:
+            return payload
+        out = bytearray(payload[:2])
+        if picture_id is not None:
             # unwrap the source's 7- or 15-bit id relative to the last one seen (RFC 1982)
             mod = self._pid_mod
-            delta = (desc.picture_id - self._src_pid_raw) % mod
+            delta = (picture_id - self._src_pid_raw) % mod
             if delta >= mod // 2:
                 delta -= mod
             unwrapped = self._src_pid + delta
             if delta > 0:
                 self._src_pid = unwrapped
-                self._src_pid_raw = desc.picture_id
+                self._src_pid_raw = picture_id
             pid = (self._out_pid_base + unwrapped) & 0x7FFF
             if ((pid - self._last_picture_id) & 0x7FFF) < 0x4000:
                 self._last_picture_id = pid
-        if desc.tl0picidx is not None:
-            tl0 = (desc.tl0picidx + self._tl0_offset) & 0xFF
+            out.append(0x80 | (pid >> 8))
+            out.append(pid & 0xFF)
+        if tl0 is not None:
+            tl0 = (tl0 + self._tl0_offset) & 0xFF
             if ((tl0 - self._last_tl0) & 0xFF) < 0x80:
                 self._last_tl0 = tl0
-        return rewrite_vp8_descriptor(payload, desc, pid, tl0)
+            out.append(tl0)
+        if ext & 0x30:
+            out.append(payload[pos - 1])
+        out += payload[pos:]
+        return bytes(out)

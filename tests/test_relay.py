@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
-from aiortc import RTCRtpSender
+from aiortc import RTCRtpSender, RTCSessionDescription
 
 from bridge.errors import OfferError, UnsupportedCodecError
 from bridge.ice import IceConfig, apply_ice_config
@@ -468,3 +468,22 @@ def test_audio_publications_never_send_pli_and_muting_resyncs() -> None:
     slot = Slot("a", "audio")
     slot.switch(publication)
     assert slot.source is publication  # audio switches at once
+
+
+async def test_renegotiation_adds_a_slot_and_keeps_forwarding(bridge: Bridge) -> None:
+    _, pub_peer, _ = await bridge.publisher(tag=10)
+    client, peer = await bridge.subscriber()
+    main = slot_of(peer)
+    bridge.relay.route(main, pub_of(pub_peer))
+    await wait_for(lambda: len(video_of(client).frames) >= 5, what="main frames")
+    client.pc.addTransceiver("video", direction="recvonly")
+    await client.pc.setLocalDescription(await client.pc.createOffer())
+    answer = await peer.answer(client.pc.localDescription.sdp)
+    await client.pc.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
+    client.answer = answer
+    assert sorted(answer.slots.values()) == ["extra1", "main", "main"]
+    assert slot_of(peer) is main  # the existing slot survived the new offer
+    bridge.relay.route(slot_of(peer, "extra1"), pub_of(pub_peer))
+    seen = len(video_of(client).frames)
+    await wait_for(lambda: len(video_of(client, "extra1").frames) >= 5, what="extra1 frames")
+    await wait_for(lambda: len(video_of(client).frames) >= seen + 5, what="main goes on")
