@@ -104,6 +104,10 @@ class CompositorConfig:
             )
         if self.buffers < 1:
             raise ValueError("buffers must be at least 1")
+        if not 0 <= self.band_height < 0.5:
+            raise ValueError(f"band_height must be in [0, 0.5), got {self.band_height}")
+        if self.stall_after_s <= 0:
+            raise ValueError(f"stall_after_s must be positive, got {self.stall_after_s}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,8 +204,14 @@ class Compositor:
         custom_rects: Sequence[Sequence[float]] | None,
         tiles: Sequence[TileSpec],
     ) -> None:
-        """Show ``tiles`` in layout ``kind``; raises :class:`LayoutError` if it is invalid."""
-        rects = tile_rects(kind, self.config.width, self.config.height, custom_rects)
+        """Show ``tiles`` in layout ``kind``; raises :class:`LayoutError` if it is invalid.
+
+        The layout is checked on the whole canvas and on the canvas below the band, so it
+        cannot fail later when a banner is set.
+        """
+        cfg = self.config
+        tile_rects(kind, cfg.width, cfg.height - self._band_height(), custom_rects)
+        rects = tile_rects(kind, cfg.width, cfg.height, custom_rects)
         if len(tiles) > len(rects):
             raise LayoutError(
                 LayoutErrorReason.TOO_MANY_TILES,
@@ -242,7 +252,7 @@ class Compositor:
                 planes = _frame_planes(av_frame)
             else:
                 planes = _check_planes(frame)
-        except (ValueError, TypeError, AttributeError) as exc:
+        except Exception as exc:  # a decoder thread must never die of a bad frame
             planes, av_frame = None, None
             with self._lock:
                 previous = self._sources.get(source_id)
@@ -328,9 +338,12 @@ class Compositor:
                 s.tile_draws = list(self._tile_draws)
             return av.VideoFrame.from_numpy_buffer(canvas.buffer, format="yuv420p")
 
+    def _band_height(self) -> int:
+        return 2 * round(self.config.height * self.config.band_height / 2)
+
     def _update_geometry(self, layout: _Layout, show_band: bool) -> None:
         cfg = self.config
-        band = 2 * round(cfg.height * cfg.band_height / 2) if show_band else 0
+        band = self._band_height() if show_band else 0
         key = (layout.version, band)
         if key == self._geometry_key:
             return

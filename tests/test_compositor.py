@@ -244,6 +244,14 @@ def test_cjk_glyphs_are_real(renderer: TextRenderer) -> None:
     assert a.shape == b.shape and not np.array_equal(a, b)
     # the shared 街 is drawn the same at the end of both names
     assert np.array_equal(a[:, -a.shape[1] // 3 :], b[:, -b.shape[1] // 3 :])
+    # whole labels: real names differ from each other and from a label of .notdef boxes
+    tofu = renderer.label("\U0010fffd" * 3, 32, 400).coverage
+    zhuji = renderer.label("珠吉街", 32, 400).coverage
+    xiancun = renderer.label("冼村街", 32, 400).coverage
+    assert tofu is not None and zhuji is not None and xiancun is not None
+    assert zhuji.shape == xiancun.shape == tofu.shape
+    assert not np.array_equal(zhuji, xiancun)
+    assert not np.array_equal(zhuji, tofu) and not np.array_equal(xiancun, tofu)
     assert not renderer.has_glyph("\U0010fffd")
     assert renderer.missing_glyphs("珠吉街\U0010fffd") == "\U0010fffd"
     for name in STREETS:
@@ -501,6 +509,14 @@ def test_bad_layouts_are_refused() -> None:
         comp.set_layout("custom", [(0, 0, 0.6, 1), (0.5, 0, 0.5, 1)], [TileSpec("a")])
     with pytest.raises(ValueError):
         CompositorConfig(width=641, height=360)
+    with pytest.raises(ValueError):
+        CompositorConfig(band_height=0.6)
+    # a rect fine on the whole canvas but under 2 pixels below the band is refused up front
+    thin = [(0.0, 0.0, 1.0, 1.02 / H), (0.0, 0.5, 1.0, 0.5)]
+    tile_rects("custom", W, H, thin)
+    with pytest.raises(LayoutError) as info:
+        comp.set_layout("custom", thin, [TileSpec("a")])
+    assert info.value.reason is LayoutErrorReason.EMPTY_RECT
 
 
 def test_push_from_threads_while_composing() -> None:
