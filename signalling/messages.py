@@ -231,8 +231,9 @@ class _Fields:
             raise self.fail(field, f"is longer than {limit} characters")
         return value
 
-    def site(self, field: str, *, nullable: bool = False) -> SiteId | None:
-        value = self._get(field, optional=nullable)
+    def site(self, field: str, *, nullable: bool = False, optional: bool = False) -> SiteId | None:
+        """A site id; *nullable*: present but may be null; *optional*: may be left out."""
+        value = self._get(field, optional=optional)
         if value is None and nullable:
             return None
         if not isinstance(value, str) or not value:
@@ -329,7 +330,9 @@ def _request(kind: str, f: _Fields, re: RequestId) -> Request:
     if kind == "offer":
         return Offer(sdp=f.text("sdp", limit=MAX_SDP) or "", id=re)
     if kind == "candidate":
-        cand = obj.get("candidate")
+        if "candidate" not in obj:
+            raise f.fail("candidate", "is missing (null means end of candidates)")
+        cand = obj["candidate"]
         if cand is not None and not isinstance(cand, dict):
             raise f.fail("candidate", "must be an RTCIceCandidateInit object or null")
         return Candidate(candidate=cand, id=re)
@@ -343,7 +346,8 @@ def _request(kind: str, f: _Fields, re: RequestId) -> Request:
     if kind == "mute_all":
         return MuteAll(audio=bool(f.flag("audio")), id=re)
     if kind == "hand":
-        return Hand(up=bool(f.flag("up")), site=f.site("site", nullable=True), id=re)
+        site = f.site("site", nullable=True, optional=True)
+        return Hand(up=bool(f.flag("up")), site=site, id=re)
     if kind == "rollcall":
         action = f.text("action")
         if action not in ("start", "next", "stop"):
@@ -355,11 +359,14 @@ def _request(kind: str, f: _Fields, re: RequestId) -> Request:
         target = obj.get("target")
         if not (target == "floor" or (isinstance(target, int) and not isinstance(target, bool))):
             raise f.fail("target", "must be 'floor' or a tile index")
-        interval = obj.get("interval_s", 10)
-        if not _number(interval) or interval < 3 or interval > 86400:
+        sites = f.sites("sites") or ()
+        interval = obj.get("interval_s", 0 if not sites else None)  # not needed to stop a poll
+        if interval is None:
+            raise f.fail("interval_s", "is missing")
+        bad_interval = not _number(interval) or interval < 3 or interval > 86400
+        if (sites or "interval_s" in obj) and bad_interval:
             raise f.fail("interval_s", "must be a number of seconds, at least 3")
         output = f.text("output", optional=True, limit=MAX_NAME) or "wall"
-        sites = f.sites("sites") or ()
         return Poll(target=target, sites=sites, interval_s=float(interval), output=output, id=re)
     if kind == "layout":
         return LayoutRequest(layout=layout_from_wire(obj.get("layout"), re), id=re)
@@ -393,6 +400,11 @@ def parse(frame: str | bytes, *, limit: int = MAX_FRAME_BYTES) -> Request:
         raise TooLarge(f"frame of {size} bytes is over the {limit}-byte limit")
     if isinstance(frame, bytes):
         raise BadRequest("binary frames are not part of the protocol; send JSON text")
+    if not frame.isascii():
+        try:
+            frame.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRequest("text contains invalid Unicode (a lone surrogate)") from None
     try:
         obj = json.loads(frame)
     except (ValueError, RecursionError) as exc:

@@ -660,7 +660,9 @@ def test_floor_poll_refusals(busy: Harness) -> None:
     with pytest.raises(BadRequest):
         busy.do(CHAIR, 0.0, type="poll", target="floor", sites=[ZHUJI, WALL], interval_s=5)
     with pytest.raises(NotFound):
-        busy.do(CHAIR, 0.0, type="poll", target="floor", sites=[ZHUJI], output="wall9")
+        busy.do(
+            CHAIR, 0.0, type="poll", target="floor", sites=[ZHUJI], interval_s=5, output="wall9"
+        )
     assert busy.c.snapshot()["polls"] == [] and busy.c.floor is None
 
 
