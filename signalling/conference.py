@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
+from bridge.layout import LayoutError, validate_custom
+
 from . import messages as m
 from .errors import BadRequest, Conflict, Forbidden, NotFound
 from .model import Layout, Level, Role, SessionId, Site, SiteId, Tile
@@ -595,11 +597,10 @@ class Conference:
             if tile.source is not None:
                 self._displayable(tile.source)
         if layout.kind == "custom":
-            rects = [t.rect for t in layout.tiles if t.rect is not None]
-            for i, a in enumerate(rects):
-                for j, b in enumerate(rects[:i]):
-                    if _overlap(a, b):
-                        raise BadRequest(f"layout: tiles[{j}] and tiles[{i}] overlap")
+            try:
+                validate_custom([t.rect for t in layout.tiles if t.rect is not None])
+            except LayoutError as exc:
+                raise BadRequest(f"layout: {exc}") from None
         return layout
 
     def _set_layout(self, layout: Layout, out: Outcome) -> None:
@@ -657,13 +658,3 @@ class Conference:
             return ""
         site = self.sites.get(SiteId(source))
         return site.name if site is not None else source
-
-
-def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
-    eps = 1e-9
-    return (
-        a[0] < b[0] + b[2] - eps
-        and b[0] < a[0] + a[2] - eps
-        and a[1] < b[1] + b[3] - eps
-        and b[1] < a[1] + a[3] - eps
-    )
