@@ -220,25 +220,27 @@ class TextRenderer:
         self._fonts: dict[int, ImageFont.FreeTypeFont] = {}
         self._cache: dict[tuple[object, ...], Bitmap] = {}
         self._notdef: dict[int, bytes] = {}
-        if not self.has_glyph(_CJK_PROBE):
-            raise FontNotFoundError(
-                (self.font_path,), f"{self.font_path} has no glyph for {_CJK_PROBE!r}"
-            )
 
     # -- fonts -----------------------------------------------------------------------------
 
     def _find_font(self) -> tuple[str, int]:
+        """The first candidate that loads and draws CJK (not as ``.notdef``)."""
         paths = (self.config.font_path,) if self.config.font_path else self.config.font_candidates
+        rejected = []
         for path in paths:
             if not os.path.isfile(path):
                 continue
             for index in dict.fromkeys((self.config.font_index, 0)):
                 try:
-                    ImageFont.truetype(path, 12, index=index)
+                    font = ImageFont.truetype(path, 32, index=index)
                 except OSError:
                     continue
-                return path, index
-        raise FontNotFoundError(tuple(paths))
+                if _mask(font, _CJK_PROBE).tobytes() != _mask(font, _NOTDEF_PROBE).tobytes():
+                    return path, index
+                rejected.append(path)
+                break
+        detail = f"{', '.join(rejected)}: no glyph for {_CJK_PROBE!r}" if rejected else ""
+        raise FontNotFoundError(tuple(paths), detail)
 
     def font(self, size: int) -> ImageFont.FreeTypeFont:
         """The font at ``size`` pixels (cached)."""
@@ -251,12 +253,7 @@ class TextRenderer:
 
     def text_mask(self, text: str, size: int) -> U8:
         """Glyph coverage of ``text`` (0…255), ``(ascent + descent, width)`` pixels."""
-        font = self.font(size)
-        ascent, descent = font.getmetrics()
-        width = max(1, int(np.ceil(font.getlength(text))))
-        image = Image.new("L", (width, ascent + descent), 0)
-        ImageDraw.Draw(image).text((0, 0), text, font=font, fill=255)
-        return np.asarray(image, dtype=np.uint8).copy()
+        return _mask(self.font(size), text)
 
     def has_glyph(self, char: str, size: int = 32) -> bool:
         """Whether the font draws ``char`` with a real glyph rather than ``.notdef`` (tofu)."""
@@ -371,6 +368,14 @@ class TextRenderer:
             colour = cfg.offline_text if offline else cfg.no_signal_text
             _stamp(coverage, rgba, mask, (width - mask.shape[1]) // 2, top, colour)
         return self._store(key, Bitmap.from_rgba(rgba, coverage))
+
+
+def _mask(font: ImageFont.FreeTypeFont, text: str) -> U8:
+    ascent, descent = font.getmetrics()
+    width = max(1, int(np.ceil(font.getlength(text))))
+    image = Image.new("L", (width, ascent + descent), 0)
+    ImageDraw.Draw(image).text((0, 0), text, font=font, fill=255)
+    return np.asarray(image, dtype=np.uint8).copy()
 
 
 def _fit(mask: U8, width: int) -> U8:

@@ -22,7 +22,13 @@ from bridge.compositor import (
     FitMode,
     TileSpec,
 )
-from bridge.labels import FontNotFoundError, LabelConfig, TextRenderer, rgb_to_yuv
+from bridge.labels import (
+    DEFAULT_FONT_CANDIDATES,
+    FontNotFoundError,
+    LabelConfig,
+    TextRenderer,
+    rgb_to_yuv,
+)
 from bridge.layout import LayoutError, LayoutErrorReason, Rect, tile_rects
 from bridge.scaler import Method, plan_tile, plane_method
 
@@ -288,6 +294,9 @@ def test_font_errors_are_clear(tmp_path: object) -> None:
     if os.path.isfile(latin):
         with pytest.raises(FontNotFoundError, match="no glyph"):
             TextRenderer(LabelConfig(font_path=latin))
+        # a Latin-only candidate is skipped for the next one that has CJK
+        found = TextRenderer(LabelConfig(font_candidates=(latin, *DEFAULT_FONT_CANDIDATES)))
+        assert found.font_path != latin
 
 
 def test_banner_band_and_clock() -> None:
