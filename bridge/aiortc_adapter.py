@@ -12,8 +12,9 @@ RTP-level forwarding needs four things aiortc does not expose (FIELD-NOTES.md):
 - **an idle track** (:class:`SlotTrack`) that keeps the sender's own encoder loop parked;
 - :func:`check_aiortc_internals`, which fails loudly when aiortc changes under us.
 
-Everything private used here is listed in :data:`PRIVATE_METHODS` and
-:data:`PRIVATE_ATTRIBUTES`; nothing else in the project touches aiortc internals.
+Everything private used here is listed in :data:`PRIVATE_METHODS`,
+:data:`PRIVATE_ATTRIBUTES` and :data:`BEHAVIOURS`; nothing else in the project touches aiortc
+internals. The composition root calls :func:`check_aiortc_internals` once at start.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from .errors import AiortcInternalsError
 from .rtp import EXT_AUDIO_LEVEL, RtpPacket, SenderReport, wrap_rtx
 
 __all__ = [
+    "BEHAVIOURS",
     "PINNED_AIORTC_VERSION",
     "PRIVATE_ATTRIBUTES",
     "PRIVATE_METHODS",
@@ -94,8 +96,18 @@ PRIVATE_ATTRIBUTES: dict[type, tuple[str, ...]] = {
         "_rtx_ssrc",
         "__rtx_payload_type",
         "__lsr",
-        "__lsr_time",
     ),
+}
+
+
+#: (class, method) → a line of its source the adapter relies on.
+BEHAVIOURS: dict[tuple[type, str], str] = {
+    # SR and SDES go through the replaceable _send_rtcp, after __lsr was set
+    (RTCRtpSender, "_run_rtcp"): "await self._send_rtcp(packets)",
+    # the encoder loop only pulls from the track (SlotTrack parks it)
+    (RTCRtpSender, "_next_encoded_frame"): "data = await self.__track.recv()",
+    # RTP reaches receivers through the replaceable per-instance handler
+    (RTCDtlsTransport, "_handle_rtp_data"): "await receiver._handle_rtp_packet(packet",
 }
 
 
@@ -124,6 +136,9 @@ def check_aiortc_internals() -> None:
             problems.append(
                 f"{cls.__qualname__}.{name} has parameters {params}, expected {expected}"
             )
+    for (cls, name), needle in BEHAVIOURS.items():
+        if needle not in inspect.getsource(getattr(cls, name, lambda: None)):
+            problems.append(f"{cls.__qualname__}.{name} no longer does {needle!r}")
     for cls, attrs in PRIVATE_ATTRIBUTES.items():
         source = inspect.getsource(cls.__init__)  # type: ignore[misc]
         for attr in attrs:

@@ -71,6 +71,10 @@ class Slot:
         return self._rewriter
 
     @property
+    def port(self) -> DownstreamPort | None:
+        return self._port
+
+    @property
     def buffered(self) -> int:
         """Packets of the next source held until the current one ends its frame."""
         return len(self._buffer)

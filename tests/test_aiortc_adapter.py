@@ -113,7 +113,7 @@ async def test_sender_reports_are_translated_from_the_publisher(bridge: Bridge) 
     rtp, expected = matched[0]
     assert rtp == expected
     # the report counts what the slot sent, not what the publisher sent
-    port = slot._port
+    port = slot.port
     assert port is not None and port.packets_sent > 0  # type: ignore[attr-defined]
 
 
@@ -170,3 +170,15 @@ async def test_decoding_tap_yields_frames_and_still_forwards(bridge: Bridge) -> 
     await wait_for(
         lambda: bool(sub.video) and len(sub.video[sub.mid_of("main", "video")].frames) >= 5
     )
+
+
+def test_internals_check_fails_loudly_on_changed_behaviour(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(
+        aiortc_adapter.BEHAVIOURS,
+        (aiortc.RTCRtpSender, "_run_rtcp"),
+        "await self._send_rtcp_compound(packets)",
+    )
+    with pytest.raises(AiortcInternalsError, match="_run_rtcp no longer does"):
+        check_aiortc_internals()

@@ -210,13 +210,13 @@ async def test_loss_on_one_leg_is_recovered_by_nack(
         bridge.relay.route(slot_of(peer), pub_of(pub_peer))
     await wait_for(lambda: len(video_of(lossy).frames) >= 50, what="frames through loss")
     assert len(dropped) >= 5
-    port = lossy_slot._port
+    port = lossy_slot.port
     assert port is not None and port.retransmitted >= len(dropped) - 2  # type: ignore[attr-defined]
     assert_marks_from(video_of(lossy), tag=4)
     indexes = [v & 0xFFF for v in video_of(lossy).values()]
     assert len(indexes) >= indexes[-1] - indexes[0] - 2  # (almost) no frame missing
     assert decode_errors() == []
-    clean_port = slot_of(clean_peer)._port
+    clean_port = slot_of(clean_peer).port
     assert clean_port is not None and clean_port.retransmitted == 0  # type: ignore[attr-defined]
 
 
