@@ -400,24 +400,21 @@ def parse(frame: str | bytes, *, limit: int = MAX_FRAME_BYTES) -> Request:
         raise TooLarge(f"frame of {size} bytes is over the {limit}-byte limit")
     if isinstance(frame, bytes):
         raise BadRequest("binary frames are not part of the protocol; send JSON text")
-    if not frame.isascii():
-        try:
-            frame.encode("utf-8")
-        except UnicodeEncodeError:
-            raise BadRequest("text contains invalid Unicode (a lone surrogate)") from None
     try:
         obj = json.loads(frame)
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"not JSON: {exc}") from None
-    if "\\u" in frame and not _valid_unicode(obj):
-        raise BadRequest("text contains invalid Unicode (a lone surrogate escape)")
     if not isinstance(obj, dict):
+        if not _valid_unicode(obj):
+            raise BadRequest("text contains invalid Unicode (a lone surrogate)")
         raise BadRequest("a message must be a JSON object")
     re = obj.get("id")
     if not (re is None or isinstance(re, str) or (isinstance(re, int) and type(re) is not bool)):
         raise BadRequest("field 'id' must be a string or an integer")
-    if isinstance(re, str) and len(re) > MAX_NAME:
-        raise BadRequest(f"field 'id' is longer than {MAX_NAME} characters")
+    if isinstance(re, str) and (len(re) > MAX_NAME or not _valid_unicode(re)):
+        raise BadRequest(f"field 'id' must be valid text of at most {MAX_NAME} characters")
+    if (not frame.isascii() or "\\u" in frame) and not _valid_unicode(obj):
+        raise BadRequest("text contains invalid Unicode (a lone surrogate)", re=re)
     kind = obj.get("type")
     if not isinstance(kind, str):
         raise BadRequest("field 'type' is missing or not a string", re=re)
