@@ -60,6 +60,7 @@ __all__ = [
     "SenderPort",
     "SlotTrack",
     "check_aiortc_internals",
+    "set_stream_id",
 ]
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ PRIVATE_ATTRIBUTES: dict[type, tuple[str, ...]] = {
         "_rtx_ssrc",
         "__rtx_payload_type",
         "__lsr",
+        "_stream_id",
     ),
 }
 
@@ -298,6 +300,15 @@ class ReceiverTap:
             fci=pack_remb_fci(bitrate, [self.media_ssrc]),
         )
         self._spawn(self._receiver._send_rtcp(packet))
+
+
+def set_stream_id(sender: RTCRtpSender, stream_id: str) -> None:
+    """Announce ``sender``'s track in its own MediaStream (the answer's ``a=msid``).
+
+    aiortc puts every sender of a connection in one stream; call before ``createAnswer``.
+    """
+    _require(sender, RTCRtpSender, ("_stream_id",))
+    setattr(sender, "_stream_id", stream_id)  # noqa: B010
 
 
 class SenderPort:

@@ -32,7 +32,7 @@ from aiortc import (
     sdp,
 )
 
-from .aiortc_adapter import ReceiverTap, SenderPort, SlotTrack
+from .aiortc_adapter import ReceiverTap, SenderPort, SlotTrack, set_stream_id
 from .errors import OfferError, UnsupportedCodecError
 from .publication import Publication
 from .relay import Relay
@@ -87,6 +87,18 @@ def _codec_preferences(kind: str) -> list[object]:
     wanted = {f"{kind}/{SUPPORTED_CODECS[kind]}".lower(), f"{kind}/rtx"}
     caps = RTCRtpSender.getCapabilities(kind).codecs
     return [c for c in caps if c.mimeType.lower() in wanted]
+
+
+async def _validate_with_aiortc(offer_sdp: str) -> None:
+    """Apply the offer to a throwaway connection first, so that a refused offer leaves no
+    half-made transceivers behind on the real one."""
+    probe = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        await probe.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+    except Exception as exc:
+        raise OfferError(str(exc) or type(exc).__name__) from exc
+    finally:
+        await probe.close()
 
 
 class Peer:
@@ -151,8 +163,9 @@ class Peer:
     def slot(self, name: str, kind: str) -> Slot | None:
         """The slot named ``name`` of ``kind`` (``slot("main", "video")``)."""
         for mid, slot_name in self._slot_names.items():
-            if slot_name == name and self._slots[mid].kind == kind:
-                return self._slots[mid]
+            slot = self._slots.get(mid)
+            if slot_name == name and slot is not None and slot.kind == kind:
+                return slot
         return None
 
     @property
@@ -182,6 +195,7 @@ class Peer:
         except Exception as exc:
             raise OfferError(f"cannot parse SDP: {exc}") from exc
         _check_offer(description)
+        await _validate_with_aiortc(offer_sdp)
 
         new_media = []
         for media in description.media:
@@ -204,8 +218,17 @@ class Peer:
             mid = media.rtp.muxId
             self._known_mids.add(mid)
             found = self._transceiver(mid)
-            if found is not None and _direction(media) in ("sendrecv", "sendonly"):
+            if found is None:
+                continue
+            if _direction(media) in ("sendrecv", "sendonly"):
                 self._publish(mid, media.kind, found.receiver, media.kind in decode)
+            if _direction(media) in ("sendrecv", "recvonly"):
+                name = self._slot_name(media.kind)
+                self._slot_names[mid] = name
+                if name != "main":
+                    # an extra slot is its own MediaStream: the browser must not try to
+                    # lip-sync it with the programme audio (RFC 8830 msid)
+                    set_stream_id(found.sender, f"{self.id}-{name}")
 
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
@@ -239,8 +262,13 @@ class Peer:
         self._taps.append(tap)
         self._publications[mid] = publication
 
-    def _slot_name(self, media: sdp.MediaDescription) -> str:
-        taken = {self._slot_names[m] for m, s in self._slots.items() if s.kind == media.kind}
+    def _slot_name(self, kind: str) -> str:
+        """``main`` for the first receiving section of a kind, then ``extra1``, ..."""
+        taken = {
+            name
+            for mid, name in self._slot_names.items()
+            if (t := self._transceiver(mid)) is not None and t.kind == kind
+        }
         if "main" not in taken:
             return "main"
         self._extra += 1
@@ -283,7 +311,6 @@ class Peer:
             initial_picture_id=random.getrandbits(15),
         )
         slot.connect(port, rewriter)
-        self._slot_names[mid] = self._slot_name(offered)
         self._slots[mid] = slot
 
     async def close(self, reason: str = "closed") -> None:

@@ -261,6 +261,13 @@ async def test_extra_slots_and_receive_only_clients(bridge: Bridge) -> None:
     wall, wall_peer = await bridge.subscriber(videos=3)
     assert sorted(wall.answer.slots.values()) == ["extra1", "extra2", "main", "main"]  # type: ignore[union-attr]
     assert wall_peer.publications == {}
+    # programme audio and video share a MediaStream (lip sync); each extra is its own
+    streams = {}
+    for section in wall.answer.sdp.split("m=")[1:]:  # type: ignore[union-attr]
+        mid = section.split("a=mid:")[1].split()[0]
+        streams[wall.answer.slots[mid] + section[:5]] = section.split("a=msid:")[1].split()[0]  # type: ignore[union-attr]
+    assert streams["mainaudio"] == streams["mainvideo"]
+    assert len({streams["mainvideo"], streams["extra1video"], streams["extra2video"]}) == 3
     # a sendrecv client gets publications for its microphone and camera and main slots
     assert set(pub_peer.slot_names.values()) == {"main"}
     assert {p.kind for p in pub_peer.publications.values()} == {"audio", "video"}
@@ -283,6 +290,10 @@ async def test_bogus_sdp_is_refused_with_the_reason(bridge: Bridge) -> None:
     with pytest.raises(OfferError) as info:
         await peer.answer(broken)
     assert "ice" in info.value.reason.lower()
+    # a refused offer leaves the peer as it was: the next good offer is answered
+    answer = await peer.answer(client.pc.localDescription.sdp)
+    assert sorted(answer.slots.values()) == ["main", "main"]
+    assert len(peer.pc.getTransceivers()) == 2
 
 
 async def test_offer_without_supported_codec_names_the_supported_ones(bridge: Bridge) -> None:
