@@ -26,6 +26,7 @@ from signalling import messages as m
 from signalling.model import Layout, Site, SiteId
 from signalling.server import ServerConfig, SignallingServer
 from web.config import HuishangConfig, Listener, default_config_path, load_config
+from web.layouts import LAYOUTS_FILE, load_layout_presets
 from web.routes import setup_routes
 from web.store import Store
 from web.tls import server_ssl_context
@@ -97,7 +98,9 @@ class Huishang:
     async def _start(cls, config: HuishangConfig, store: Store) -> Huishang:
         known = {s.id for s in config.sites}
         tokens = TokenBook.merged(config.token_hashes, store.token_hashes(), known=known)
-        presets: dict[str, Layout] = {}
+        # -- layout presets: the shipped ones (layouts.toml next to the config), then the
+        # store's, which override them by name. A missing file means no shipped presets.
+        presets: dict[str, Layout] = load_layout_presets(config.path.parent / LAYOUTS_FILE, known)
         for name, wire in store.presets().items():
             try:
                 presets[name] = m.layout_from_wire(wire)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from bridge.layout import LayoutError, tile_rects
 from signalling.model import Role, SiteId
 
 if TYPE_CHECKING:
@@ -22,6 +23,8 @@ __all__ = ["APP", "STATIC_DIR", "setup_routes"]
 
 STATIC_DIR = Path(__file__).parent / "static"
 APP: web.AppKey[Huishang] = web.AppKey("huishang")
+#: The largest wall canvas side the geometry endpoint draws (8K).
+MAX_CANVAS = 8192
 
 #: The page each role opens from its join link.
 PAGES: dict[Role, str] = {
@@ -44,6 +47,7 @@ def setup_routes(aio: web.Application, app: Huishang) -> None:
     aio.router.add_get("/api/status", _status)
     aio.router.add_get("/api/conferences", _conferences)
     aio.router.add_get("/api/attendance.csv", _attendance_csv)
+    aio.router.add_get("/api/layout-geometry", _layout_geometry)
     aio.router.add_get("/healthz", _healthz)
     STATIC_DIR.mkdir(exist_ok=True)
     aio.router.add_static("/static/", STATIC_DIR, append_version=False)
@@ -155,6 +159,41 @@ async def _attendance_csv(request: web.Request) -> web.Response:
         content_type="text/csv",
         charset="utf-8",
         headers={"Content-Disposition": f'attachment; filename="attendance-{conference_id}.csv"'},
+    )
+
+
+async def _layout_geometry(request: web.Request) -> web.Response:
+    """Tile rects in pixels, exactly as the compositor lays them out (bridge.layout).
+
+    ``?kind=K&w=1920&h=1080``; a custom layout adds ``rects=`` (a JSON list of
+    ``[x, y, w, h]`` fractions). A layout the compositor would refuse is a 400 with the reason.
+    """
+    query = request.query
+    kind = query.get("kind", "")
+    try:
+        width, height = int(query.get("w", "1920")), int(query.get("h", "1080"))
+    except ValueError:
+        raise web.HTTPBadRequest(text="w and h must be integers (pixels)") from None
+    if not (2 <= width <= MAX_CANVAS and 2 <= height <= MAX_CANVAS):
+        raise web.HTTPBadRequest(text=f"w and h must lie in 2..{MAX_CANVAS}")
+    custom: Any = None
+    if "rects" in query:
+        try:
+            custom = json.loads(query["rects"])
+        except ValueError:
+            raise web.HTTPBadRequest(text="rects must be a JSON list of [x, y, w, h]") from None
+        if not isinstance(custom, list):
+            raise web.HTTPBadRequest(text="rects must be a JSON list of [x, y, w, h]")
+    try:
+        rects = tile_rects(kind, width, height, custom)
+    except LayoutError as exc:
+        return web.json_response(
+            {"error": exc.reason.value, "message": str(exc), "index": exc.index}, status=400
+        )
+    except OverflowError:  # a JSON integer too large for a float
+        raise web.HTTPBadRequest(text="rects hold a number out of range") from None
+    return web.json_response(
+        {"kind": kind, "w": width, "h": height, "rects": [list(r) for r in rects]}
     )
 
 
