@@ -5,12 +5,19 @@
     BridgeError
     ├── OfferError                 an SDP offer the bridge cannot answer (carries ``reason``)
     │   └── UnsupportedCodecError  a media section offers none of the supported codecs
+    ├── IceCandidateError          a trickled ICE candidate that cannot be used
     └── AiortcInternalsError       the installed aiortc lacks an internal the adapter uses
 """
 
 from __future__ import annotations
 
-__all__ = ["AiortcInternalsError", "BridgeError", "OfferError", "UnsupportedCodecError"]
+__all__ = [
+    "AiortcInternalsError",
+    "BridgeError",
+    "IceCandidateError",
+    "OfferError",
+    "UnsupportedCodecError",
+]
 
 
 class BridgeError(Exception):
@@ -37,6 +44,10 @@ class UnsupportedCodecError(OfferError):
         self.kind = kind
         self.mid = mid
         self.offered = offered
+
+
+class IceCandidateError(BridgeError):
+    """A trickled ICE candidate (RFC 8838) was malformed or came before any offer."""
 
 
 class AiortcInternalsError(BridgeError):

@@ -33,7 +33,7 @@ from aiortc import (
 )
 
 from .aiortc_adapter import ReceiverTap, SenderPort, SlotTrack, set_stream_id
-from .errors import OfferError, UnsupportedCodecError
+from .errors import IceCandidateError, OfferError, UnsupportedCodecError
 from .publication import Publication
 from .relay import Relay
 from .rtp import StreamRewriter
@@ -312,6 +312,25 @@ class Peer:
         )
         slot.connect(port, rewriter)
         self._slots[mid] = slot
+
+    async def add_ice_candidate(self, candidate: str | None) -> None:
+        """A trickled remote candidate (RFC 8838), ``candidate:...``; None or "" ends them.
+
+        Every media section is BUNDLEd on one transport, so the candidate's own mid does not
+        matter. Raises :class:`~bridge.errors.IceCandidateError`.
+        """
+        transceivers = self.pc.getTransceivers()
+        if not transceivers or transceivers[0].mid is None:
+            raise IceCandidateError("an ICE candidate arrived before any offer")
+        if not candidate:
+            await self.pc.addIceCandidate(None)
+            return
+        try:
+            parsed = sdp.candidate_from_sdp(candidate.removeprefix("candidate:"))
+        except Exception as exc:
+            raise IceCandidateError(f"bad ICE candidate {candidate!r}: {exc!r}") from exc
+        parsed.sdpMid = transceivers[0].mid
+        await self.pc.addIceCandidate(parsed)
 
     async def close(self, reason: str = "closed") -> None:
         """Close slots, publications and the connection (idempotent, cascading)."""

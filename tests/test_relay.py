@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 from aiortc import RTCRtpSender, RTCSessionDescription
 
-from bridge.errors import OfferError, UnsupportedCodecError
+from bridge.errors import IceCandidateError, OfferError, UnsupportedCodecError
 from bridge.ice import IceConfig, apply_ice_config
 from bridge.peer import Peer
 from bridge.publication import Publication, RelayConfig
@@ -498,3 +498,15 @@ async def test_renegotiation_adds_a_slot_and_keeps_forwarding(bridge: Bridge) ->
     seen = len(video_of(client).frames)
     await wait_for(lambda: len(video_of(client, "extra1").frames) >= 5, what="extra1 frames")
     await wait_for(lambda: len(video_of(client).frames) >= seen + 5, what="main goes on")
+
+
+async def test_trickled_candidates_are_taken_or_refused(bridge: Bridge) -> None:
+    peer = Peer("trickle", bridge.relay)
+    bridge.peers.append(peer)
+    with pytest.raises(IceCandidateError, match="before any offer"):
+        await peer.add_ice_candidate("candidate:1 1 udp 2130706431 127.0.0.1 9 typ host")
+    _, peer = await bridge.subscriber()
+    await peer.add_ice_candidate("candidate:1 1 udp 2130706431 127.0.0.1 9 typ host")
+    await peer.add_ice_candidate(None)
+    with pytest.raises(IceCandidateError, match="bad ICE candidate"):
+        await peer.add_ice_candidate("candidate:nonsense")
