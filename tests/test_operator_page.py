@@ -103,26 +103,29 @@ async def join(app: Huishang) -> AsyncIterator[Connect]:
 
 class PageErrors:
     """JavaScript errors the page raised (uncaught exceptions and console errors), less the
-    400 that Chromium logs when the geometry endpoint refuses a layout a test sends on purpose
-    (:meth:`expect_refused_geometry`)."""
+    ones a test provokes on purpose: the 400 Chromium logs when the geometry endpoint refuses
+    a layout (:meth:`expect_refused_geometry`), failed connections while the signalling
+    listener is down (:meth:`expect_network_failures`)."""
 
-    REFUSED = "Failed to load resource: the server responded with a status of 400"
+    REFUSED = ("Failed to load resource: the server responded with a status of 400",)
+    NETWORK = ("WebSocket connection to", "Failed to load resource")
 
     def __init__(self) -> None:
         self.seen: list[str] = []
-        self.refusals_expected = False
+        self.allowed: tuple[str, ...] = ()
 
     def expect_refused_geometry(self) -> None:
-        self.refusals_expected = True
+        self.allowed += self.REFUSED
+
+    def expect_network_failures(self) -> None:
+        self.allowed += self.NETWORK
 
     def console(self, kind: str, text: str) -> None:
         if kind == "error":
             self.seen.append(text)
 
     def unexpected(self) -> list[str]:
-        if not self.refusals_expected:
-            return self.seen
-        return [e for e in self.seen if not e.startswith(self.REFUSED)]
+        return [e for e in self.seen if not e.startswith(self.allowed)]
 
 
 @pytest.fixture
@@ -292,6 +295,16 @@ async def test_tap_a_site_then_a_tile_for_touch_screens(
     await tile(operator, 0).click()
     await expect(operator.get_by_test_id("tile-panel")).to_have_attribute("data-tile", "0")
     assert sources(app) == [None, "tianhe.xiancun"]
+    # The keyboard does the same: Enter on a site, Enter on a tile; Delete clears the tile.
+    await site_row(operator, "tianhe.shahe").focus()
+    await operator.keyboard.press("Enter")
+    await tile(operator, 0).focus()
+    await operator.keyboard.press("Enter")
+    event = await wall.next_event("layout", timeout=10)
+    assert [t["source"] for t in event["layout"]["tiles"]] == ["tianhe.shahe", "tianhe.xiancun"]
+    await operator.keyboard.press("Delete")
+    event = await wall.next_event("layout", timeout=10)
+    assert [t["source"] for t in event["layout"]["tiles"]] == [None, "tianhe.xiancun"]
 
 
 async def test_a_tile_poll_started_from_the_page_runs_on_the_server(
@@ -458,6 +471,33 @@ async def test_tiles_follow_sites_going_online_and_offline(
     await zhuji.close()
     await expect(tile(operator, 1)).to_have_attribute("data-online", "false")
     await expect(tile(operator, 1)).to_contain_text("离线")
+
+
+async def test_the_page_recovers_after_the_signalling_listener_restarts(
+    operator: Page, app: Huishang, join: Connect, page_errors: PageErrors
+) -> None:
+    page_errors.expect_network_failures()  # retries while the listener is down fail, loudly
+    await pick_kind(operator, "4")
+    await app.signalling.close()  # every socket drops; the listener comes back on a new port
+    await expect(operator.get_by_test_id("connection")).not_to_have_attribute(
+        "data-state", "online"
+    )
+    await expect(operator.get_by_test_id("stale")).to_be_visible()
+    # Meanwhile the wall changes elsewhere (the chair): the page must pick that up on return.
+    await app.signalling.start()
+    chair = await join("tianhe")
+    await chair.request({"type": "layout", "layout": {"kind": "9", "tiles": []}})
+    await expect(operator.get_by_test_id("connection")).to_have_attribute("data-state", "online")
+    await expect(operator.locator(WALL)).to_have_attribute("data-kind", "9")
+    await expect(operator.locator(f"{WALL} [data-tile]")).to_have_count(9)
+    await expect(operator.get_by_test_id("stale")).to_be_hidden()
+    # And it works again: a change from the page reaches the chair.
+    await site_row(operator, "tianhe.liede").drag_to(tile(operator, 8))
+    event = await chair.next_event(
+        "layout", timeout=10, where=lambda e: e["layout"]["tiles"][-1]["source"] is not None
+    )
+    assert event["layout"]["kind"] == "9"
+    assert event["layout"]["tiles"][8]["source"] == "tianhe.liede"
 
 
 async def test_screenshot_with_several_sites_online(

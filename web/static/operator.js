@@ -668,8 +668,14 @@ function onKey(event) {
     arm(null);
     return;
   }
+  const row = event.target.closest?.("[data-testid='roster'] [data-site]");
+  if (row && (event.key === "Enter" || event.key === " ")) {
+    event.preventDefault();
+    arm(row.dataset.site); // then Enter on a tile places it
+    return;
+  }
   const tile = event.target.closest?.("[data-tile]");
-  if (!tile) return;
+  if (!tile || event.target.closest("button")) return;
   if (event.key === "Enter" || event.key === " ") {
     event.preventDefault();
     tile.click();
