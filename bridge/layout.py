@@ -197,7 +197,7 @@ def tile_rects(
 def _check_frac_rect(index: int, raw: Sequence[float]) -> FracRect:
     try:
         values = tuple(float(v) for v in raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise LayoutError(
             LayoutErrorReason.MALFORMED_RECT,
             f"rect {index} is not four numbers: {raw!r}",

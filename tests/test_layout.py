@@ -225,3 +225,10 @@ def test_layout_module_imports_no_media_libraries() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == ""
+
+
+def test_a_huge_integer_in_a_rect_is_a_layout_error() -> None:
+    from bridge.layout import LayoutError, validate_custom
+
+    with pytest.raises(LayoutError):
+        validate_custom([[0, 0, 10**400, 1]])
