@@ -13,8 +13,10 @@ Shape (ARCHITECTURE.md budgets):
   at the target bitrate) through plain aiortc publishers, 30 fps; a PLI restarts the replay
   at its keyframe. Subscribers do not decode: they read packets through the bridge's own
   receiver tap (NACK, receiver reports and REMB towards the server still run).
-- CPU per forwarded stream is the slope of server CPU against subscriber count; CPU per
-  publisher is server CPU with one publisher and no subscriber minus idle.
+- CPU per forwarded stream is the least-squares slope of server CPU against the number of
+  subscribers (relay: all connected, 1/4/8 routed, measured up and down again; MediaRelay:
+  1/2/4 or 1/2/3 added); CPU per publisher is server CPU with one publisher and no
+  subscriber minus idle. The machine is shared: ``--quick`` figures are noisy.
 - Added latency: publisher hand-off to subscriber arrival of each frame's first packet,
   matched by payload bytes, through the relay minus the same through a direct aiortc pair,
   read on the first subscriber at each subscriber count (p50 and p95 each).
@@ -42,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import av
+import cv2
+import numpy as np
 from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
@@ -59,12 +63,12 @@ from bridge.ice import IceConfig, apply_ice_config
 from bridge.peer import Peer
 from bridge.relay import Relay
 from bridge.rtp import RtpPacket, is_vp8_keyframe, parse_vp8_descriptor
-from bridge.testkit import mark_frame
 
 RESULTS = Path(__file__).resolve().parent / "results" / "relay.json"
 LOOPBACK = IceConfig(host_addresses=("127.0.0.1",))
 FPS = 30
 PROFILES = {"360p": (640, 360, 500_000), "720p": (1280, 720, 1_500_000)}
+TEXTURE_SCALE = {(640, 360): 64, (1280, 720): 96}
 BUDGET_PER_SUBSCRIBER_PCT = 0.5
 BUDGET_RATIO = 25.0
 BUDGET_ADDED_LATENCY_MS = 10.0
@@ -79,7 +83,13 @@ def rtc_config() -> RTCConfiguration:
 
 
 def server_main(conn: Connection, mode: str) -> None:
-    asyncio.run(_serve(conn, mode))
+    profile = os.environ.get("RELAY_BENCH_PROFILE")  # write a cProfile of the server here
+    if not profile:
+        asyncio.run(_serve(conn, mode))
+        return
+    import cProfile
+
+    cProfile.runctx("asyncio.run(_serve(conn, mode))", globals(), locals(), f"{profile}.{mode}")
 
 
 async def _serve(conn: Connection, mode: str) -> None:
@@ -211,9 +221,19 @@ def encode_clip(width: int, height: int, bitrate: int, seconds: float) -> list[b
         "static-thresh": "1",
         "undershoot-pct": "100",
     }
+    # a slowly scrolling smooth texture keeps the encoder near its target bitrate, like a
+    # busy camera picture (the texture scale is tuned per profile)
+    rng = np.random.default_rng(7)
+    count = int(seconds * FPS)
+    scale = TEXTURE_SCALE[(width, height)]
+    coarse = rng.integers(0, 256, (height * 3 // 2 // scale + 1, (width + 2 * count) // scale + 1))
+    texture = cv2.resize(
+        coarse.astype(np.uint8), None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC
+    )
     frames: list[bytes] = []
-    for i in range(int(seconds * FPS)):
-        frame = mark_frame(i, width, height)
+    for i in range(count):
+        picture = np.ascontiguousarray(texture[: height * 3 // 2, 2 * i : 2 * i + width])
+        frame = av.VideoFrame.from_ndarray(picture, format="yuv420p")
         frame.pts = i
         frame.time_base = fractions.Fraction(1, FPS)
         frames.extend(bytes(p) for p in codec.encode(frame))
@@ -421,17 +441,25 @@ async def run_relay(
         out["idle_cpu_pct"] = await cpu_window(server, window)
         pub = await gen.publisher()
         await asyncio.sleep(1.0)
-        out["publisher_cpu_pct"] = await cpu_window(server, window) - out["idle_cpu_pct"]
+        with_publisher = await cpu_window(server, window)
+        out["publisher_cpu_pct"] = with_publisher - out["idle_cpu_pct"]
+        # every subscriber connects first; CPU windows then route 1, 4, 8, 8, 4, 1 of them
+        # (the rest carry nothing), so drift in the shared machine's load averages out
         probes: list[Probe] = []
+        subs: list[str] = []
+        for _ in range(max(counts)):
+            sid, probe, _ = await gen.subscriber()
+            subs.append(sid)
+            probes.append(probe)
+        gen.start_remb()
         points: list[tuple[int, float]] = []
-        latencies: dict[int, list[float]] = {}
-        for n in counts:
-            while len(probes) < n:
-                sid, probe, _ = await gen.subscriber()
-                await server.acall("route", sid, pub)
-                probes.append(probe)
-            if gen._remb_task is None:
-                gen.start_remb()
+        latencies: dict[int, list[float]] = {n: [] for n in counts}
+        routed = 0
+        for n in counts + counts[::-1]:
+            for k in range(len(subs)):
+                if (k < n) != (k < routed):
+                    await server.acall("route", subs[k], pub if k < n else None)
+            routed = n
             await asyncio.sleep(1.5)
             # latency is read on the first subscriber, which the relay serves first while
             # the others load it; every subscriber shares the load generator's one loop
@@ -439,9 +467,9 @@ async def run_relay(
             probes[0].latencies.clear()
             points.append((n, await cpu_window(server, window)))
             probes[0].record_latency = False
-            latencies[n] = [x * 1000 for x in probes[0].latencies]
+            latencies[n] += [x * 1000 for x in probes[0].latencies]
         out["cpu_points"] = points
-        out["cpu_per_subscriber_pct"] = slope(points) if len(points) > 1 else float("nan")
+        out["cpu_per_subscriber_pct"] = slope(points)
         direct = await gen.direct_pair()
         await asyncio.sleep(1.0)
         direct.latencies.clear()
@@ -505,7 +533,7 @@ async def run_mediarelay(
         await asyncio.sleep(1.0)
         pub = await gen.publisher()
         await asyncio.sleep(1.0)
-        points: list[tuple[int, float]] = []
+        points: list[tuple[int, float]] = [(0, await cpu_window(server, window))]
         n_subs = 0
         for n in counts:
             while n_subs < n:
@@ -513,10 +541,10 @@ async def run_mediarelay(
                 n_subs += 1
             if gen._remb_task is None:
                 gen.start_remb()
-            await asyncio.sleep(2.0)
+            await asyncio.sleep(3.0)  # encoders start and REMB raises their bitrate
             points.append((n, await cpu_window(server, window)))
         out["cpu_points"] = points
-        out["cpu_per_subscriber_pct"] = slope(points)
+        out["cpu_per_subscriber_pct"] = slope([p for p in points if p[0] > 0])
     finally:
         await gen.close()
         server.stop()
@@ -536,7 +564,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         width, height, bitrate = PROFILES[profile]
         t = time.time()
         frames = encode_clip(width, height, bitrate, 3.0)
-        print(f"[{profile}] encoded {len(frames)} frames in {time.time() - t:.1f} s", flush=True)
+        kbps = sum(map(len, frames)) * 8 / (len(frames) / FPS) / 1000
+        print(
+            f"[{profile}] encoded {len(frames)} frames ({kbps:.0f} kbit/s) "
+            f"in {time.time() - t:.1f} s",
+            flush=True,
+        )
         counts = [1, 4] if args.quick else [1, 4, 8]
         relay = await run_relay(profile, frames, bitrate, counts, window, trials)
         print(f"[{profile}] relay: {json.dumps(relay)}", flush=True)
@@ -549,6 +582,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "width": width,
             "height": height,
             "bitrate": bitrate,
+            "clip_kbps": round(kbps),
             "relay": relay,
             "mediarelay": media,
             "ratio_mediarelay_over_relay": ratio,

@@ -246,7 +246,9 @@ class ReceiverTap:
             ssrc = original_ssrc
             payload = payload[2:]
         if not self.decode and self._nack is not None:
-            probe = AiortcRtpPacket(sequence_number=sequence_number)
+            probe = packet
+            if sequence_number != packet.sequence_number:  # unwrapped RTX
+                probe = AiortcRtpPacket(sequence_number=sequence_number)
             if self._nack.add(probe):
                 await receiver._send_rtcp_nack(ssrc, sorted(self._nack.missing))
         self.media_ssrc = ssrc
@@ -254,6 +256,7 @@ class ReceiverTap:
         level = packet.extensions.audio_level
         if level is not None:
             extensions[EXT_AUDIO_LEVEL] = bytes([(0x80 if level[0] else 0) | (level[1] & 0x7F)])
+        csrc = tuple(packet.csrc) if packet.csrc else ()
         out = RtpPacket(
             payload_type=payload_type,
             sequence_number=sequence_number,
@@ -262,7 +265,7 @@ class ReceiverTap:
             payload=payload,
             marker=bool(packet.marker),
             extensions=extensions,
-            csrc=tuple(packet.csrc),
+            csrc=csrc,
         )
         try:
             await self._on_rtp(out, time.time())
@@ -348,6 +351,7 @@ class SenderPort:
         self.octets_sent = 0
         self.retransmitted = 0
         self.closed = False
+        self._ready = False
         setattr(sender, "_handle_rtcp_packet", self._handle_rtcp_packet)  # noqa: B010
         setattr(sender, "_send_rtcp", self._send_rtcp)  # noqa: B010
         setattr(sender, "_send_keyframe", lambda: None)  # noqa: B010
@@ -358,8 +362,15 @@ class SenderPort:
 
     @property
     def ready(self) -> bool:
-        """True once the subscriber's DTLS transport is connected (SRTP keys exist)."""
-        return not self.closed and self._sender.transport.state == "connected"
+        """True once the subscriber's DTLS transport is connected (SRTP keys exist).
+
+        Checked per packet, so it is cached once true; a transport that later closes makes
+        ``_send_rtp`` raise ConnectionError, which :meth:`send` absorbs.
+        """
+        if self._ready:
+            return not self.closed
+        self._ready = not self.closed and self._sender.transport.state == "connected"
+        return self._ready
 
     async def send(self, sequence_number: int, data: bytes, payload_size: int) -> None:
         """Send one serialised RTP packet and remember it for retransmission."""
