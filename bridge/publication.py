@@ -90,6 +90,7 @@ class Publication:
         self.last_keyframe_at: float | None = None
         self.packets_received = 0
         self.last_packet_at: float | None = None
+        self._ssrc: int | None = None
         # PLI coalescing
         self.plis_sent = 0
         self._last_pli_at: float | None = None
@@ -137,6 +138,14 @@ class Publication:
             return
         self.packets_received += 1
         self.last_packet_at = now
+        if packet.ssrc != self._ssrc:
+            # a new RTP stream (the publisher restarted its track): its numbering has
+            # nothing to do with the old one, so every slot starts over on it
+            resync = self._ssrc is not None
+            self._ssrc = packet.ssrc
+            if resync and not self._muted:
+                for slot in tuple(self._slots):
+                    slot.resync(self)
         if self.kind == "video" and is_vp8_keyframe(packet.payload):
             self.keyframes_seen += 1
             self.last_keyframe_at = now

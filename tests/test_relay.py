@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
@@ -14,9 +15,16 @@ from bridge.ice import IceConfig, apply_ice_config
 from bridge.peer import Peer
 from bridge.publication import Publication, RelayConfig
 from bridge.relay import Relay
-from bridge.rtp import RtpPacket, StreamRewriter, parse_rtp, parse_vp8_descriptor
+from bridge.rtp import (
+    EXT_ABS_SEND_TIME,
+    EXT_MID,
+    RtpPacket,
+    StreamRewriter,
+    parse_rtp,
+    parse_vp8_descriptor,
+)
 from bridge.slot import Slot
-from bridge.testkit import Bridge, LoopbackClient, ReceivedVideo, wait_for
+from bridge.testkit import Bridge, LoopbackClient, MarkedVideoTrack, ReceivedVideo, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -161,7 +169,10 @@ async def test_muted_audio_is_not_forwarded(bridge: Bridge) -> None:
 
 
 def drop_incoming(
-    client: LoopbackClient, mid: str, should_drop: Callable[[int, int], bool]
+    client: LoopbackClient,
+    mid: str,
+    should_drop: Callable[[int, int], bool],
+    seen: list[bytes] | None = None,
 ) -> list[int]:
     """Drop RTP arriving at ``client`` for ``mid``'s primary SSRC when should_drop(ssrc, seq).
 
@@ -173,6 +184,8 @@ def drop_incoming(
     dropped: list[int] = []
 
     async def handle(data: bytes, arrival_time_ms: int) -> None:
+        if seen is not None:
+            seen.append(data)
         ssrc = int.from_bytes(data[8:12], "big")
         seq = int.from_bytes(data[2:4], "big")
         if should_drop(ssrc, seq):
@@ -510,3 +523,82 @@ async def test_trickled_candidates_are_taken_or_refused(bridge: Bridge) -> None:
     await peer.add_ice_candidate(None)
     with pytest.raises(IceCandidateError, match="bad ICE candidate"):
         await peer.add_ice_candidate("candidate:nonsense")
+
+
+async def test_a_publisher_restarting_its_stream_resyncs_the_slot() -> None:
+    publication = Publication("cam", "video")
+    publication.bind(RecordingUpstream())
+    slot, port = connected_slot(publication.config)
+    slot.switch(publication)
+    await publication.on_rtp(vp8(100, 0, key=True), 0.0)
+    await publication.on_rtp(vp8(101, 3000), 0.03)
+    restarted = vp8(40000, 777_000, key=False)
+    restarted.ssrc = 2
+    await publication.on_rtp(restarted, 0.06)  # new SSRC, mid-GOP: not forwarded
+    assert len(port.sent) == 2 and slot.pending is publication
+    key = vp8(40001, 780_000, key=True)
+    key.ssrc = 2
+    await publication.on_rtp(key, 0.09)
+    out = [parse_rtp(d, {}) for d in port.sent]
+    assert [p.sequence_number for p in out] == [500, 501, 502]
+    assert out[2].timestamp > out[1].timestamp
+
+
+def renumber(sdp: str, payload_types: dict[int, int], extension_ids: dict[int, int]) -> str:
+    """Rewrite an offer's video payload types and every extmap id, as another stack would."""
+    out = []
+    kind = ""
+    for line in sdp.split("\r\n"):
+        if line.startswith("m="):
+            kind = line[2:7]
+        if kind == "video" and line.startswith(("m=video", "a=rtpmap:", "a=rtcp-fb:", "a=fmtp:")):
+            for old, new in payload_types.items():
+                line = re.sub(rf"(?<![\d.]){old}(?![\d.])", f"#{new}", line)
+            line = line.replace("#", "")
+        if line.startswith("a=extmap:"):
+            ext_id, rest = line[len("a=extmap:") :].split(" ", 1)
+            line = f"a=extmap:{extension_ids.get(int(ext_id), int(ext_id))} {rest}"
+        out.append(line)
+    return "\r\n".join(out)
+
+
+async def connect_munged(
+    bridge: Bridge, client: LoopbackClient, payload_types: dict[int, int], ext: dict[int, int]
+) -> Peer:
+    peer = Peer(f"m{len(bridge.peers)}", bridge.relay)
+    bridge.peers.append(peer)
+    bridge.clients.append(client)
+    await client.pc.setLocalDescription(await client.pc.createOffer())
+    offer = renumber(client.pc.localDescription.sdp, payload_types, ext)
+    answer = await peer.answer(offer)
+    client.answer = answer
+    await client.pc.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
+    await wait_for(lambda: client.pc.connectionState == "connected", what="connected")
+    return peer
+
+
+async def test_payload_types_and_extension_ids_are_mapped_per_peer(
+    bridge: Bridge, decode_errors: Callable[[], list[str]]
+) -> None:
+    publisher = LoopbackClient()
+    publisher.send(MarkedVideoTrack(tag=11))
+    pub_peer = await connect_munged(bridge, publisher, {97: 120, 98: 121}, {3: 7})
+    subscriber = LoopbackClient()
+    subscriber.receive()
+    sub_peer = await connect_munged(bridge, subscriber, {97: 100, 98: 101}, {1: 4, 3: 9})
+    assert "a=rtpmap:120 VP8/90000" in pub_peer.pc.remoteDescription.sdp
+    assert "a=rtpmap:100 VP8/90000" in sub_peer.pc.localDescription.sdp
+    mid = subscriber.mid_of("main", "video")
+    seen: list[bytes] = []
+    drop_incoming(subscriber, mid, lambda ssrc, seq: False, seen)
+    bridge.relay.route(slot_of(sub_peer), pub_of(pub_peer))
+    await wait_for(lambda: len(video_of(subscriber).frames) >= 10, what="frames")
+    assert_marks_from(video_of(subscriber), tag=11)
+    assert decode_errors() == []
+    rewriter = slot_of(sub_peer).rewriter
+    assert rewriter is not None
+    media = [parse_rtp(d, {4: EXT_MID, 9: EXT_ABS_SEND_TIME}) for d in seen]
+    ours = [p for p in media if p.ssrc == rewriter.ssrc]
+    assert ours and all(p.payload_type == 100 for p in ours)
+    assert all(p.extensions.get(EXT_MID) == mid.encode() for p in ours)
+    assert all(EXT_ABS_SEND_TIME in p.extensions for p in ours)
