@@ -196,6 +196,16 @@ class ReceiverTap:
         self._original_rtcp = receiver._handle_rtcp_packet
         self._installed = False
 
+    def set_decode(self, decode: bool) -> None:
+        """Also feed aiortc's decoder (the remote track yields frames) or stop doing so."""
+        if decode == self.decode:
+            return
+        self.decode = decode
+        if not decode and self._video:
+            # aiortc's own NACK state ran meanwhile: start ours afresh, or the first packet
+            # would look like a gap of every packet since decoding began
+            self._nack = NackGenerator()
+
     def install(self, kind: str) -> None:
         """Replace the receiver's RTP and RTCP handlers on this instance (idempotent)."""
         if self._installed:

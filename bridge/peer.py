@@ -21,6 +21,7 @@ import random
 from dataclasses import dataclass, field
 
 from aiortc import (
+    MediaStreamTrack,
     RTCBundlePolicy,
     RTCConfiguration,
     RTCIceServer,
@@ -128,7 +129,8 @@ class Peer:
         self._slots: dict[str, Slot] = {}  # mid → slot
         self._slot_names: dict[str, str] = {}  # mid → slot name
         self._publications: dict[str, Publication] = {}  # mid → publication
-        self._taps: list[ReceiverTap] = []
+        self._taps: dict[str, ReceiverTap] = {}  # mid → tap of a publication
+        self._answering = asyncio.Lock()
         self._known_mids: set[str] = set()
         self._extra = 0
         self._closing: asyncio.Future[None] | None = None
@@ -182,12 +184,33 @@ class Peer:
 
     # -- offer / answer ------------------------------------------------------------------
 
+    def set_decode(self, kind: str, decode: bool) -> MediaStreamTrack | None:
+        """Decode the participant's ``kind`` publication too (a wall feed), or stop.
+
+        Returns the remote track that yields decoded frames (None when there is no such
+        publication). Turning decoding on asks the publisher for a keyframe.
+        """
+        for mid, publication in self._publications.items():
+            if publication.kind != kind:
+                continue
+            tap = self._taps[mid]
+            tap.set_decode(decode)
+            if decode:
+                publication.request_keyframe()
+            transceiver = self._transceiver(mid)
+            return transceiver.receiver.track if transceiver is not None else None
+        return None
+
     async def answer(self, offer_sdp: str, *, decode: frozenset[str] = frozenset()) -> Answer:
         """Answer ``offer_sdp``; ``decode`` lists kinds whose publications also decode.
 
-        Raises :class:`~bridge.errors.OfferError` (bogus SDP, with the parser's reason) or
-        :class:`~bridge.errors.UnsupportedCodecError`.
+        Offers are answered one at a time. Raises :class:`~bridge.errors.OfferError`
+        (bogus SDP, with the parser's reason) or :class:`~bridge.errors.UnsupportedCodecError`.
         """
+        async with self._answering:
+            return await self._answer(offer_sdp, decode)
+
+    async def _answer(self, offer_sdp: str, decode: frozenset[str]) -> Answer:
         if self._closing is not None:
             raise OfferError("the peer connection is closed")
         try:
@@ -259,7 +282,7 @@ class Peer:
         )
         tap.install(kind)
         publication.bind(tap)
-        self._taps.append(tap)
+        self._taps[mid] = tap
         self._publications[mid] = publication
 
     def _slot_name(self, kind: str) -> str:
@@ -345,7 +368,7 @@ class Peer:
             for publication in self._publications.values():
                 self.relay.remove_publication(publication)
             await self.pc.close()
-            for tap in self._taps:
+            for tap in self._taps.values():
                 tap.uninstall()
         finally:
             self._closing.set_result(None)

@@ -182,3 +182,26 @@ def test_internals_check_fails_loudly_on_changed_behaviour(
     )
     with pytest.raises(AiortcInternalsError, match="_run_rtcp no longer does"):
         check_aiortc_internals()
+
+
+async def test_decoding_can_be_switched_on_and_off_while_forwarding(bridge: Bridge) -> None:
+    _, pub_peer, _ = await bridge.publisher(tag=4)
+    sub, sub_peer = await bridge.subscriber()
+    publication = pub_peer.publication("video")
+    assert publication is not None
+    bridge.relay.route(main_video(sub_peer), publication)
+    mid = sub.mid_of("main", "video")
+    await wait_for(lambda: bool(sub.video) and len(sub.video[mid].frames) >= 5)
+    track = pub_peer.set_decode("video", True)  # the wall puts this feed on a tile
+    assert track is not None
+    frame = await asyncio.wait_for(track.recv(), 20)
+    assert read_mark(frame) >> 12 == 4  # type: ignore[arg-type]
+    assert pub_peer.set_decode("video", False) is track
+    await asyncio.sleep(0.3)
+    while not track._queue.empty():  # drain what was decoded before
+        track._queue.get_nowait()
+    seen = len(sub.video[mid].frames)
+    await wait_for(lambda: len(sub.video[mid].frames) >= seen + 10, what="forwarding goes on")
+    assert track._queue.qsize() <= 1  # nothing more decoded
+    assert pub_peer.set_decode("audio", True) is not None
+    assert sub_peer.set_decode("video", True) is None  # a receive-only peer publishes nothing
