@@ -240,6 +240,14 @@ class Conference:
             out.broadcast(self._site_event(site_id))
         return out
 
+    def live_session(self, site_id: SiteId) -> SessionId | None:
+        """The site's current session (attached, or detached within the grace period)."""
+        return self._live.get(site_id)
+
+    def audio_muted(self) -> frozenset[SiteId]:
+        """Sites whose audio must not be forwarded."""
+        return frozenset(sid for sid, st in self._state.items() if st.audio_muted)
+
     def session_site(self, session_id: SessionId) -> Site:
         return self._session(session_id).site
 
@@ -615,7 +623,7 @@ class Conference:
             for s in self._sessions.values()
             if s.slots
         ]
-        muted = frozenset(sid for sid, st in self._state.items() if st.audio_muted)
+        muted = self.audio_muted()
         wall = [t.source for lay in self.layouts.values() for t in lay.tiles if t.source]
         upcoming = [
             p.sites[(p.index + 1) % len(p.sites)] for p in self._polls.values() if len(p.sites) > 1

@@ -31,6 +31,7 @@ from . import messages as m
 from .conference import Conference, Fact, Outcome
 from .errors import BadRequest, Conflict, RateLimited, SignallingError, error_code
 from .model import SessionId, Site, SiteId
+from .routing import RoutingPlan
 
 __all__ = [
     "CLOSE_UNAUTHORIZED",
@@ -70,6 +71,10 @@ class MediaPlane(Protocol):
     async def candidate(self, session: SessionId, candidate: Mapping[str, Any] | None) -> None: ...
 
     async def close_session(self, session: SessionId) -> None: ...
+
+    def apply(self, plan: RoutingPlan) -> None:
+        """Route every slot as the conference's plan says (called after every change)."""
+        ...
 
 
 def _rate_limited(frame: str | bytes) -> RateLimited:
@@ -187,6 +192,7 @@ class SignallingServer:
                 if not bucket.take(time.monotonic()):
                     self._reply(ws, self._refuse(_rate_limited(frame), log))
                     continue
+                request: m.Request | None = None
                 try:
                     request = self._parse(frame)
                     if isinstance(request, m.Leave):
@@ -195,7 +201,7 @@ class SignallingServer:
                         break
                     await self._dispatch(ws, session, request)
                 except Exception as exc:  # every failure becomes an error frame
-                    self._reply(ws, self._refuse(exc, log))
+                    self._reply(ws, self._refuse(exc, log, request))
         except ConnectionClosed:
             pass
         finally:
@@ -288,11 +294,7 @@ class SignallingServer:
                 if re is not None:
                     self._reply(ws, m.ok(re))
             case _:
-                try:
-                    outcome = self.conference.handle(session, request, now)
-                except SignallingError as exc:
-                    exc.re = request.id
-                    raise
+                outcome = self.conference.handle(session, request, now)
                 self._reply(ws, m.ok(request.id, **outcome.result))
                 self._apply(outcome)
 
@@ -325,15 +327,23 @@ class SignallingServer:
     def _parse(self, frame: str | bytes) -> m.Request:
         return m.parse(frame, limit=self.config.max_frame_bytes)
 
-    def _refuse(self, exc: BaseException, log: logging.LoggerAdapter[Any]) -> dict[str, Any]:
-        """The one place that turns an exception into an ``error`` frame."""
+    def _refuse(
+        self,
+        exc: BaseException,
+        log: logging.LoggerAdapter[Any],
+        request: m.Request | None = None,
+    ) -> dict[str, Any]:
+        """The one place that turns an exception into an ``error`` frame, answering the
+        request's ``id`` when there is one."""
         self.stats["errors"] += 1
         code = error_code(exc)
+        re = request.id if request is not None else None
         if isinstance(exc, SignallingError):
             log.debug("refused (%s): %s", code, exc.message)
-            return m.error(exc.re, code, exc.message)
+            return m.error(exc.re if exc.re is not None else re, code, exc.message)
         log.exception("internal error while handling a message")
-        return m.error(None, code, f"internal error ({type(exc).__name__}); the server logged it")
+        text = f"internal error ({type(exc).__name__}); the server logged it"
+        return m.error(re, code, text)
 
     def _reply(self, ws: ServerConnection, message: dict[str, Any]) -> None:
         self._send([ws], m.serialize(message))
@@ -361,6 +371,11 @@ class SignallingServer:
             ws = self._connections.pop(session, None)
             if ws is not None:
                 asyncio.get_running_loop().create_task(ws.close(code, reason))
+        if self._media is not None and (outcome.messages or outcome.closes):
+            try:
+                self._media.apply(self.conference.plan)
+            except Exception:
+                logger.exception("routing the media plane failed")
         if outcome.facts and self._on_facts is not None:
             try:
                 self._on_facts(outcome.facts)

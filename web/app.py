@@ -15,14 +15,18 @@ import dataclasses
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
 from aiohttp import web
 
+from bridge.ice import IceConfig, apply_ice_config
+from bridge.peer import PeerConfig
+from bridge.relay import Relay
 from signalling import conference as conf
 from signalling import messages as m
+from signalling.media import MediaBridge
 from signalling.model import Layout, Site, SiteId
 from signalling.server import ServerConfig, SignallingServer
 from web.config import HuishangConfig, Listener, default_config_path, load_config
@@ -57,6 +61,8 @@ class Huishang:
         self._site: web.TCPSite | None = None
         self._closed = False
         self._tokens_read_at = time.monotonic()
+        self.media: MediaBridge | None = None
+        self._undo_ice: Callable[[], None] = lambda: None
         self.web_url = ""
 
     @classmethod
@@ -132,8 +138,13 @@ class Huishang:
             ssl=ssl_context,
         )
         persist = _FactWriter(store, conference_id)
-        signalling = SignallingServer(conference, server_config, lambda t: None, on_facts=persist)
+        undo_ice = apply_ice_config(IceConfig(host_addresses=config.ice.host_addresses))
+        media = MediaBridge(conference, Relay(), _peer_config(config))
+        signalling = SignallingServer(
+            conference, server_config, lambda t: None, on_facts=persist, media=media
+        )
         app = cls(config, store, tokens, conference, signalling)
+        app.media, app._undo_ice = media, undo_ice
         signalling.authenticate = app.authenticate
         await signalling.start()
         try:
@@ -194,6 +205,13 @@ class Huishang:
         """Stop the listeners, record the conference's end, close the store (idempotent)."""
         with contextlib.suppress(Exception):
             await self.signalling.close()
+        if self.media is not None:
+            media, self.media = self.media, None
+            try:
+                await media.close()
+            except Exception:
+                logger.exception("closing the media plane failed")
+            self._undo_ice()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -228,6 +246,18 @@ class _FactWriter:
                     self.store.delete_preset(name)
                 case conf.RecordingChanged():
                     pass  # the recorder (bridge issue) indexes its files itself
+
+
+def _peer_config(config: HuishangConfig) -> PeerConfig:
+    """The server's own ICE servers (its peers need TURN only behind a NAT)."""
+    servers = config.ice.servers
+    urls = tuple(url for server in servers for url in server.urls)
+    first = servers[0] if servers else None
+    return PeerConfig(
+        ice_servers=urls,
+        ice_username=first.username if first else None,
+        ice_credential=first.credential if first else None,
+    )
 
 
 def _url_host(host: str) -> str:

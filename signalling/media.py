@@ -1,0 +1,131 @@
+"""The media plane as the signalling server sees it: one :class:`bridge.peer.Peer` per session,
+routed by the conference's plan (ARCHITECTURE.md: the bridge knows SDP, tracks and packets;
+the decisions are made here).
+
+After every change of the conference the server calls :meth:`MediaBridge.apply` with the new
+:class:`~signalling.routing.RoutingPlan`; it re-points slots whose source changed (the relay
+switches at the next keyframe, without renegotiation) and mutes at the relay every publication
+whose site is muted, so a muted site's audio is not forwarded at all.
+
+Programme audio: the protocol negotiates one audio slot (``main``) per subscriber, so it carries
+one source. Until the server-side mixer (cascade issue) is in, ``main`` audio carries the floor
+holder while someone holds the floor, else the chair; the floor holder hears the chair, and the
+chair hears the floor holder. Mix-minus holds by construction: no one is routed their own audio.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from bridge.errors import OfferError, UnsupportedCodecError
+from bridge.peer import Peer, PeerConfig
+from bridge.publication import Publication
+from bridge.relay import Relay
+
+from .conference import Conference
+from .errors import BadRequest, Conflict
+from .model import SessionId, Site, SiteId
+from .routing import RoutingPlan
+
+__all__ = ["MediaBridge"]
+
+logger = logging.getLogger(__name__)
+
+
+class MediaBridge:
+    """Implements :class:`signalling.server.MediaPlane` on the bridge's relay."""
+
+    def __init__(
+        self, conference: Conference, relay: Relay, peer_config: PeerConfig | None = None
+    ) -> None:
+        self.conference = conference
+        self.relay = relay
+        self.peer_config = peer_config or PeerConfig()
+        self._peers: dict[SessionId, Peer] = {}
+        self._sites: dict[SessionId, SiteId] = {}
+        #: Publications made by the server itself (wall outputs, gateways), by source id.
+        self.local_sources: dict[str, dict[str, Publication]] = {}
+
+    # -- MediaPlane ---------------------------------------------------------------------------
+
+    async def offer(self, session: SessionId, site: Site, sdp: str) -> tuple[str, dict[str, str]]:
+        peer = self._peers.get(session)
+        if peer is None:
+            peer = Peer(f"{site.id}#{session}", self.relay, config=self.peer_config)
+            self._peers[session] = peer
+            self._sites[session] = site.id
+        try:
+            answer = await peer.answer(sdp)
+        except UnsupportedCodecError as exc:
+            raise BadRequest(f"offer: {exc}") from None
+        except OfferError as exc:
+            raise BadRequest(f"offer: not a usable SDP offer: {exc}") from None
+        self.apply(self.conference.plan)
+        return answer.sdp, dict(answer.slots)
+
+    async def candidate(self, session: SessionId, candidate: Mapping[str, Any] | None) -> None:
+        peer = self._peers.get(session)
+        if peer is None:
+            raise Conflict("send an offer before candidates")
+        line = None if candidate is None else candidate.get("candidate")
+        if line is not None and not isinstance(line, str):
+            raise BadRequest("candidate: field 'candidate' must be a string")
+        try:
+            await peer.add_ice_candidate(line or None)
+        except Exception as exc:
+            raise BadRequest(f"candidate: {exc}") from None
+
+    async def close_session(self, session: SessionId) -> None:
+        peer = self._peers.pop(session, None)
+        self._sites.pop(session, None)
+        if peer is not None:
+            await peer.close("session ended")
+            self.apply(self.conference.plan)
+
+    async def close(self) -> None:
+        for session in list(self._peers):
+            await self.close_session(session)
+        self.relay.close()
+
+    # -- routing ------------------------------------------------------------------------------
+
+    def publication(self, source: str | None, kind: str) -> Publication | None:
+        """The publication that carries *source* (a site or a local output) of *kind*."""
+        if source is None:
+            return None
+        local = self.local_sources.get(source)
+        if local is not None:
+            return local.get(kind)
+        session = self.conference.live_session(SiteId(source))
+        peer = self._peers.get(session) if session is not None else None
+        return peer.publication(kind) if peer is not None else None
+
+    def apply(self, plan: RoutingPlan) -> None:
+        """Make every slot carry what *plan* says; mute muted sites' audio at the relay."""
+        muted = self.conference.audio_muted()
+        for session, peer in self._peers.items():
+            site = self._sites[session]
+            microphone = peer.publication("audio")
+            if microphone is not None:
+                microphone.muted = site in muted
+            route = plan.route(session)
+            if route is None:
+                continue
+            for slot_name, source in route.video.items():
+                slot = peer.slot(slot_name, "video")
+                if slot is not None:
+                    self._route(slot, self.publication(source, "video"))
+            speaker = route.audio[-1] if route.audio else None  # floor holder, else chair
+            slot = peer.slot("main", "audio")
+            if slot is not None:
+                self._route(slot, self.publication(speaker, "audio"))
+
+    def _route(self, slot: Any, publication: Publication | None) -> None:
+        if slot.source is publication or (publication is not None and slot.pending is publication):
+            return
+        try:
+            self.relay.route(slot, publication)
+        except ValueError:
+            logger.exception("cannot route %r to %r", publication, slot)
