@@ -342,6 +342,14 @@ class Conference:
                 self._require(role, "edit the banner", Role.OPERATOR, Role.CHAIR)
                 self.banner = text
                 out.broadcast({"type": "banner", "text": text})
+            case m.Preview(slot=slot, source=source):
+                self._require(role, "choose previews", Role.CHAIR, Role.OPERATOR)
+                if slot not in session.slots:
+                    raise NotFound(f"this session has no slot {slot!r} (offer it first)")
+                if source is not None and source not in self.layouts:
+                    self._displayable(SiteId(source))
+                self._previews.setdefault(session_id, {})[slot] = source
+                out.result["slot"] = slot
             case m.Record(on=on):
                 self._require(role, "start or stop recording", Role.CHAIR)
                 if self.recording != on:

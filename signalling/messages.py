@@ -36,6 +36,7 @@ __all__ = [
     "PresetDelete",
     "PresetLoad",
     "PresetSave",
+    "Preview",
     "Record",
     "Request",
     "RequestId",
@@ -170,6 +171,15 @@ class Banner:
 
 
 @dataclass(frozen=True, slots=True)
+class Preview:
+    """Choose what one of the requester's extra slots shows (a project addition)."""
+
+    slot: str
+    source: str | None
+    id: RequestId = None
+
+
+@dataclass(frozen=True, slots=True)
 class Record:
     on: bool
     id: RequestId = None
@@ -194,6 +204,7 @@ Request: TypeAlias = (
     | PresetDelete
     | Banner
     | Record
+    | Preview
 )
 
 
@@ -381,6 +392,11 @@ def _request(kind: str, f: _Fields, re: RequestId) -> Request:
         return PresetDelete(name=name, id=re)
     if kind == "banner":
         return Banner(text=f.text("text") or "", id=re)
+    if kind == "preview":
+        slot = f.text("slot", limit=MAX_NAME) or ""
+        if not slot.startswith("extra") or not slot[5:].isdigit():
+            raise f.fail("slot", "must name an extra slot: 'extra1', 'extra2', ...")
+        return Preview(slot=slot, source=f.site("source", nullable=True), id=re)
     if kind == "record":
         return Record(on=bool(f.flag("on")), id=re)
     raise BadRequest(f"unknown message type {kind!r}", re=re)

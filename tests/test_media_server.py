@@ -37,16 +37,19 @@ class Terminal:
         return self.media.audio_frames.get(self.media.mid_of("main", "audio"), 0)
 
 
-async def terminal(app: Huishang, site: str) -> Terminal:
+async def terminal(app: Huishang, site: str, extras: int = 0) -> Terminal:
     token = app.token_for(site)  # type: ignore[arg-type]
     assert token is not None
     client = await Client.connect(app.signalling_url, token)
     media = LoopbackClient()
     track = MarkedVideoTrack(TAGS[site])
     media.send(track, audio=True)
+    if extras:
+        media.receive(audio=False, videos=extras)
     await media.pc.setLocalDescription(await media.pc.createOffer())
     reply = await client.request({"type": "offer", "sdp": media.pc.localDescription.sdp})
-    assert reply["type"] == "answer" and set(reply["slots"].values()) == {"main"}
+    expected = {"main"} | {f"extra{i}" for i in range(1, extras + 1)}
+    assert reply["type"] == "answer" and set(reply["slots"].values()) == expected
     await media.pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
     from bridge.peer import Answer
 
@@ -127,3 +130,27 @@ async def test_bogus_offers_are_bad_requests(server: Huishang, sdp: str, needle:
     assert info.value.code == "bad_request" and needle in info.value.message
     assert (await client.request({"type": "ping"}))["type"] == "ok"  # still usable
     await client.close()
+
+
+async def test_the_chair_previews_sites_in_its_extra_slots(server: Huishang) -> None:
+    chair = await terminal(server, CHAIR, extras=2)
+    zhuji, liede = [await terminal(server, s) for s in (ZHUJI, LIEDE)]
+    try:
+        await chair.signalling.request({"type": "preview", "slot": "extra1", "source": ZHUJI})
+        await chair.signalling.request({"type": "preview", "slot": "extra2", "source": LIEDE})
+        extra1, extra2 = (chair.media.mid_of(f"extra{i}", "video") for i in (1, 2))
+
+        def tags(mid: str) -> list[int]:
+            received = chair.media.video.get(mid)
+            return received.tags()[-5:] if received else []
+
+        await wait_for(lambda: tags(extra1) == [TAGS[ZHUJI]] * 5, 15, "extra1 shows 珠吉街")
+        await wait_for(lambda: tags(extra2) == [TAGS[LIEDE]] * 5, 15, "extra2 shows 猎德街")
+        with pytest.raises(ClientError) as info:
+            await zhuji.signalling.request({"type": "preview", "slot": "extra1", "source": LIEDE})
+        assert info.value.code == "forbidden"
+        with pytest.raises(ClientError) as info:
+            await chair.signalling.request({"type": "preview", "slot": "extra9", "source": LIEDE})
+        assert info.value.code == "not_found"
+    finally:
+        await close(chair, zhuji, liede)
