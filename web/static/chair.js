@@ -8,14 +8,21 @@
 // Stable hooks for tests and automation: every site row is `[data-site="<id>"]` inside
 // `[data-testid="roster"]`; actions are buttons with `data-action` (floor, unfloor, mute,
 // unmute, lower-hand, mute-all, unmute-all, rollcall-start/next/stop, record, poll-start/stop,
-// banner); panels carry `data-testid`.
+// banner, preview, preview-clear); panels carry `data-testid`.
+//
+// Media (/static/media.js): the chair publishes its camera and microphone and receives the
+// programme (`main`: the floor holder) plus PREVIEW_TILES extra video slots (extra1, ...), each
+// pointed at a site with a `preview` request (PROTOCOL additions) and labelled from `slots`
+// events. `window.__huishang` holds {conn, media, pc, firstFrameAt} for tests.
 
 import { connect, describeError, ProtocolError } from "/static/protocol.js";
 import { bi, formatClock, formatDuration, groupSites, h, Notices } from "/static/ui.js";
+import { acquireLocalMedia, describeMissing, MediaLink } from "/static/media.js";
 
 const SPEAKING_ROLES = new Set(["terminal", "uplink"]);
 const BANNER_MAX = 200;
 const TOKEN_KEY = "huishang.chair.token";
+const PREVIEW_TILES = 4;
 
 const $ = (id) => document.getElementById(id);
 const notices = new Notices($("notices"));
@@ -37,7 +44,18 @@ const state = {
   polls: new Map(), // "output:target" -> poll state
   rows: new Map(), // id -> {row, parts}
   groups: [], // [{card, ids, countEl}]
+  slots: {}, // slot name -> {source, label}, from `slots` events
 };
+
+/** The media side: one MediaLink for the page, a new peer connection per session. */
+const av = {
+  local: null, // Promise of acquireLocalMedia()
+  link: null,
+  startedFor: null, // session id the current peer connection was offered for
+  nextTile: 0, // round robin when every preview tile is busy
+};
+const debug = { conn: null, media: null, pc: null, firstFrameAt: null };
+window.__huishang = debug;
 
 // -- connection -----------------------------------------------------------------------------
 
@@ -59,6 +77,8 @@ async function start() {
   $("attendance").href = `/api/attendance.csv?token=${encodeURIComponent(state.token)}`;
   try {
     state.conn = await connect({ token: state.token, client: "chair-console/1", onEvent, onState });
+    debug.conn = state.conn;
+    startMedia(); // the first welcome arrived before state.conn was set
   } catch (err) {
     // onState("stopped") already shows why; nothing else to do.
     console.warn("chair console stopped:", describeError(err));
@@ -76,6 +96,7 @@ function onState(st) {
     const secs = Math.max(1, Math.round(st.retryInMs / 1000));
     conn.append(bi("已断开", `Offline · 重连 retry ${secs} s`));
   } else conn.append(bi("已停止", "Stopped"));
+  if (st.state === "stopped" && av.link) av.link.close();
   $("stale").hidden = !(st.state === "offline" || (st.state === "connecting" && state.me));
   $("stale-reason").textContent = st.reason || "";
   if (st.state === "stopped") {
@@ -135,8 +156,19 @@ function onEvent(msg) {
     case "banner":
       state.banner = msg.text;
       break;
+    case "slots":
+      Object.assign(state.slots, msg.assign || {});
+      renderMedia();
+      return;
+    case "pause":
+      if (av.link) av.link.pause(msg);
+      $("self-paused").hidden = !msg.video;
+      return;
+    case "candidate":
+      if (av.link) av.link.addRemoteCandidate(msg.candidate);
+      return;
     default:
-      return; // layout, presets, slots, pause, muted: nothing to show on this page yet
+      return; // layout, presets, muted: nothing to show on this page yet
   }
   render();
 }
@@ -161,8 +193,11 @@ function loadWelcome(msg) {
   state.banner = snap.banner || "";
   state.polls = new Map();
   for (const poll of snap.polls || []) setPoll(poll);
+  state.slots = {};
   buildRoster();
   render();
+  renderMedia();
+  startMedia();
 }
 
 /** Keep the queue consistent with site states (a site given the floor or gone loses its hand). */
@@ -223,6 +258,8 @@ function buildRow(site, head) {
     parts.floor = actionButton("floor", "点名发言", "Give floor", "btn-primary");
     parts.unfloor = actionButton("unfloor", "收回发言", "Take back", "btn-warn");
     parts.actions.append(parts.floor, parts.unfloor);
+    parts.preview = actionButton("preview", "预览", "Preview", "");
+    parts.actions.append(parts.preview);
   }
   if (SPEAKING_ROLES.has(site.role)) {
     parts.mute = actionButton("mute", "静音", "Mute", "");
@@ -298,6 +335,11 @@ function updateRow(id) {
     parts.floor.hidden = state.floor === id;
     parts.unfloor.hidden = state.floor !== id;
     parts.floor.disabled = busy.has(parts.floor) || (!site.online && site.level !== "camera");
+  }
+  if (parts.preview) {
+    const shown = Object.values(state.slots).some((a) => a && a.source === id);
+    parts.preview.classList.toggle("on", shown);
+    parts.preview.disabled = busy.has(parts.preview) || (!site.online && site.level !== "camera");
   }
   if (parts.mute) {
     parts.mute.hidden = site.audio_muted;
@@ -576,6 +618,21 @@ function onClick(event) {
     case "poll-stop":
       act(button, { type: "poll", target: "floor", sites: [], interval_s: 15 });
       break;
+    case "preview": {
+      const slot = previewTileFor(site);
+      act(button, { type: "preview", slot, source: site }, () => `${name} → 预览 preview`);
+      break;
+    }
+    case "preview-clear":
+      act(button, { type: "preview", slot: button.dataset.slot, source: null });
+      break;
+    case "sound": {
+      const video = $("programme-video");
+      video.muted = false;
+      video.play().catch(() => {});
+      button.hidden = true;
+      break;
+    }
     default:
       break;
   }
@@ -601,6 +658,145 @@ function onTokenSubmit(event) {
   location.assign(url.toString());
 }
 
+// -- media ----------------------------------------------------------------------------------
+
+const MEDIA_TEXT = {
+  new: ["媒体准备中", "media starting"],
+  connecting: ["媒体连接中", "media connecting"],
+  connected: ["媒体已连接", "media connected"],
+  disconnected: ["媒体中断", "media interrupted"],
+  failed: ["媒体失败", "media failed"],
+  closed: ["媒体已关闭", "media closed"],
+};
+
+function buildPreviewTiles() {
+  const tiles = [];
+  for (let i = 1; i <= PREVIEW_TILES; i++) {
+    const slot = `extra${i}`;
+    tiles.push(
+      h(
+        "div",
+        { class: "m-tile", dataset: { slot, live: "false", testid: `preview-${slot}` } },
+        h("video", { class: "m-video", autoplay: true, playsinline: true, dataset: { testid: `preview-video-${slot}` } }),
+        h("span", { class: "m-empty" }, bi(`预览 ${i}`, "Preview: pick a site")),
+        h("span", { class: "m-label", dataset: { testid: `preview-label-${slot}` } }),
+        h(
+          "button",
+          { type: "button", class: "btn btn-small m-clear", dataset: { action: "preview-clear", slot } },
+          bi("清除", "Clear"),
+        ),
+      ),
+    );
+  }
+  $("previews").replaceChildren(...tiles);
+  for (const tile of tiles) tile.querySelector("video").muted = true;
+}
+
+/** The extra slot a new preview of `site` goes to: its own tile, a free one, else round robin. */
+function previewTileFor(site) {
+  const names = Array.from({ length: PREVIEW_TILES }, (_, i) => `extra${i + 1}`);
+  const own = names.find((n) => state.slots[n] && state.slots[n].source === site);
+  if (own) return own;
+  const free = names.find((n) => !state.slots[n] || !state.slots[n].source);
+  if (free) return free;
+  const slot = names[av.nextTile % names.length];
+  av.nextTile += 1;
+  return slot;
+}
+
+function renderMedia() {
+  const main = state.slots.main;
+  const tiles = [[$("programme"), main], ...[...$("previews").children].map((t) => [t, state.slots[t.dataset.slot]])];
+  for (const [tile, assign] of tiles) {
+    const source = (assign && assign.source) || "";
+    if (tile.dataset.source !== source) {
+      tile.dataset.source = source;
+      tile.dataset.live = "false"; // until the new source's first frame is shown
+      const video = tile.querySelector("video");
+      if (source && video.srcObject && video.requestVideoFrameCallback) {
+        video.requestVideoFrameCallback(() => {
+          if (tile.dataset.source === source) tile.dataset.live = "true";
+        });
+      }
+    }
+    setText(tile.querySelector(".m-label"), source ? assign.label || siteName(source) : "");
+  }
+  for (const id of state.rows.keys()) updateRow(id);
+}
+
+async function startMedia() {
+  const conn = state.conn;
+  if (!conn || !conn.welcome || av.startedFor === conn.welcome.session) return;
+  av.startedFor = conn.welcome.session;
+  if (!av.local) av.local = acquireLocalMedia();
+  const local = await av.local;
+  if (!av.link) {
+    const missing = describeMissing(local);
+    $("devices").hidden = !missing;
+    $("devices").textContent = missing;
+    if (missing) notices.show(missing, { kind: "error", code: "devices" });
+    if (local.stream && local.stream.getVideoTracks().length) $("self-view").srcObject = local.stream;
+    else $("self-tile").hidden = true;
+    av.link = new MediaLink({
+      local: local.stream,
+      extraVideos: PREVIEW_TILES,
+      onStreams: showStreams,
+      onState: showMediaState,
+      onStats: showStats,
+      onNotice: (text, kind) => notices.show(text, { kind, code: "media" }),
+    });
+    debug.media = av.link;
+  }
+  $("self-paused").hidden = true;
+  if (av.startedFor !== conn.welcome.session) return; // a newer welcome took over meanwhile
+  const started = av.link.start(conn);
+  debug.pc = av.link.pc;
+  await started;
+}
+
+function play(video, tile, stream, withSound) {
+  tile.dataset.live = "false";
+  video.srcObject = stream || null;
+  if (!stream) return;
+  const live = () => {
+    tile.dataset.live = "true";
+    if (withSound && debug.firstFrameAt === null) debug.firstFrameAt = performance.now();
+  };
+  if (video.requestVideoFrameCallback) video.requestVideoFrameCallback(live);
+  else video.addEventListener("playing", live, { once: true });
+  video.play().catch(() => {
+    if (!withSound) return;
+    video.muted = true; // autoplay with sound refused until the user interacts
+    video.play().catch(() => {});
+    document.querySelector('[data-action="sound"]').hidden = false;
+  });
+}
+
+function showStreams(streams) {
+  debug.pc = av.link.pc;
+  play($("programme-video"), $("programme"), streams.main, true);
+  for (const tile of $("previews").children) {
+    play(tile.querySelector("video"), tile, streams[tile.dataset.slot], false);
+  }
+}
+
+function showMediaState(st) {
+  const el = $("media-state");
+  el.dataset.state = st.pc;
+  el.dataset.ice = st.ice;
+  const [zh, en] = MEDIA_TEXT[st.pc] || [st.pc, ""];
+  el.replaceChildren(bi(zh, en));
+}
+
+function showStats(s) {
+  const rtt = s.rtt_ms === null ? "—" : `${Math.round(s.rtt_ms)} ms`;
+  setText(
+    $("media-stats"),
+    `RTT ${rtt} · ↓${Math.round(s.in_kbps)} kbps · ↑${Math.round(s.out_kbps)} kbps · ` +
+      `${Math.round(s.fps)} fps`,
+  );
+}
+
 // -- wiring ---------------------------------------------------------------------------------
 
 document.addEventListener("click", onClick);
@@ -613,6 +809,7 @@ $("filter").addEventListener("input", applyFilter);
 $("online-only").addEventListener("change", applyFilter);
 $("token-form").addEventListener("submit", onTokenSubmit);
 $("fatal-reload").addEventListener("click", () => location.reload());
+buildPreviewTiles();
 setInterval(() => {
   if (state.sites.size) render();
 }, 1000);

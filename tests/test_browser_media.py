@@ -1,0 +1,287 @@
+"""Live media in the browser pages: terminal pages and the chair console in real headless
+Chromium against the real server (PROTOCOL.md, Media; ARCHITECTURE.md, Testing).
+
+Each participant is its own Chromium with its own fake camera, a solid-colour .y4m clip
+(珠吉街 red, 冼村街 green, the chair blue), so a pixel sample of a ``<video>`` tells which site
+it shows. Frames are counted with getStats ``framesDecoded`` on the page's peer connection
+(``window.__huishang.pc``): only a foreground tab runs requestVideoFrameCallback at full rate.
+At most three Chromium processes run at once (a shared 2-core machine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from aiortc import RTCSessionDescription
+from playwright.async_api import BrowserContext, Page, Playwright, async_playwright, expect
+
+from bridge.labels import rgb_to_yuv
+from bridge.testkit import LoopbackClient, MarkedVideoTrack, wait_for
+from signalling.client import Client
+from web.app import Huishang
+
+pytestmark = pytest.mark.timeout(180)
+logger = logging.getLogger(__name__)
+
+CHAIR, ZHUJI, XIANCUN = "tianhe", "tianhe.zhuji", "tianhe.xiancun"
+COLOURS = {CHAIR: (0, 0, 255), ZHUJI: (255, 0, 0), XIANCUN: (0, 160, 0)}
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--use-fake-ui-for-media-stream",
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--autoplay-policy=no-user-gesture-required",
+]
+expect.set_options(timeout=20_000)  # shared, noisy machine: generous, never asserted
+
+# The decoded frames of the page's `main` video, from getStats (0 before the answer).
+FRAMES_JS = """async () => {
+  const pc = window.__huishang && window.__huishang.pc;
+  if (!pc || pc.connectionState === 'closed') return 0;
+  const media = window.__huishang.media;
+  const mid = Object.keys(media.slots).find((m) => media.slots[m] === 'main' &&
+    pc.getTransceivers().some((t) => t.mid === m && t.receiver.track.kind === 'video'));
+  let frames = 0;
+  (await pc.getStats()).forEach((s) => {
+    if (s.type === 'inbound-rtp' && s.kind === 'video' && s.mid === mid) {
+      frames = s.framesDecoded || 0;
+    }
+  });
+  return frames;
+}"""
+
+# The mean RGB of a <video> (drawn small onto a canvas), or null before its first frame.
+COLOUR_JS = """(selector) => {
+  const video = document.querySelector(selector);
+  if (!video || !video.videoWidth) return null;
+  const canvas = document.createElement('canvas');
+  canvas.width = 32; canvas.height = 24;
+  const g = canvas.getContext('2d');
+  g.drawImage(video, 0, 0, 32, 24);
+  const data = g.getImageData(0, 0, 32, 24).data;
+  const sum = [0, 0, 0];
+  for (let i = 0; i < data.length; i += 4) for (let c = 0; c < 3; c++) sum[c] += data[i + c];
+  const n = data.length / 4;
+  return sum.map((v) => v / n);
+}"""
+
+
+def write_y4m(path: Path, rgb: tuple[int, int, int], width: int = 320, height: int = 240) -> Path:
+    """A solid-colour 320x240 30 fps I420 clip (YUV4MPEG2), one second long (Chromium loops it)."""
+    y, u, v = rgb_to_yuv(rgb)
+    frame = (
+        b"FRAME\n"
+        + np.concatenate(
+            [
+                np.full(width * height, y, np.uint8),
+                np.full(width * height // 4, u, np.uint8),
+                np.full(width * height // 4, v, np.uint8),
+            ]
+        ).tobytes()
+    )
+    header = f"YUV4MPEG2 W{width} H{height} F30:1 Ip A1:1 C420jpeg\n".encode()
+    path.write_bytes(header + frame * 30)
+    return path
+
+
+def dominant(rgb: list[float] | None) -> str:
+    """Which primary a mean colour is, or "?" when none stands out."""
+    if rgb is None:
+        return "?"
+    r, g, b = rgb
+    for name, (hi, lo1, lo2) in {"red": (r, g, b), "green": (g, r, b), "blue": (b, r, g)}.items():
+        if hi > 90 and hi > 2 * max(lo1, lo2, 1):
+            return name
+    return "?"
+
+
+NAMES = {CHAIR: "blue", ZHUJI: "red", XIANCUN: "green"}
+
+
+class Browsers:
+    """One Chromium per participant (the fake camera is a process-wide flag)."""
+
+    def __init__(self, playwright: Playwright, tmp_path: Path) -> None:
+        self.playwright, self.tmp_path = playwright, tmp_path
+        self.contexts: list[BrowserContext] = []
+        self.errors: list[str] = []
+
+    async def open(self, url: str, name: str, camera: Path | None) -> Page:
+        args = [*CHROMIUM_ARGS]
+        if camera is not None:
+            args += [
+                "--use-fake-device-for-media-stream=fps=30",
+                f"--use-file-for-fake-video-capture={camera}",
+            ]
+        context = await self.playwright.chromium.launch_persistent_context(
+            str(self.tmp_path / f"profile-{name}"),
+            executable_path="/usr/bin/chromium",
+            headless=True,
+            args=args,
+            viewport={"width": 1280, "height": 860},
+            locale="zh-CN",
+        )
+        self.contexts.append(context)
+        page = context.pages[0] if context.pages else await context.new_page()
+        page.on("pageerror", lambda exc: self.errors.append(f"{name}: {exc}"))
+        await page.goto(url)
+        return page
+
+    async def close(self) -> None:
+        for context in self.contexts:
+            with contextlib.suppress(Exception):
+                await context.close()
+
+
+@pytest.fixture
+async def browsers(tmp_path: Path) -> AsyncIterator[Browsers]:
+    async with async_playwright() as playwright:
+        b = Browsers(playwright, tmp_path)
+        try:
+            yield b
+        finally:
+            await b.close()
+        assert not b.errors, b.errors
+
+
+async def frames(page: Page) -> int:
+    return int(await page.evaluate(FRAMES_JS))
+
+
+async def until(
+    what: str, probe: Callable[[], Awaitable[Any]], ok: Callable[[Any], bool], timeout: float = 25
+) -> Any:
+    """Poll ``probe`` until ``ok`` holds for its value; fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = await probe()
+        if ok(value):
+            return value
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}; last value {value!r}")
+
+
+async def shows(page: Page, selector: str, site: str, what: str) -> None:
+    """The <video> at ``selector`` shows ``site``'s camera colour."""
+    await until(
+        what,
+        lambda: page.evaluate(COLOUR_JS, selector),
+        lambda rgb: dominant(rgb) == NAMES[site],
+    )
+
+
+async def plays(page: Page, what: str) -> None:
+    """The page's main video decodes frames, and keeps doing so."""
+    first = await until(f"{what}: first frames", lambda: frames(page), lambda n: n > 0)
+    await until(f"{what}: frames keep coming", lambda: frames(page), lambda n: n > first + 10)
+
+
+def by(page: Page, testid: str):  # type: ignore[no-untyped-def]
+    return page.get_by_test_id(testid)
+
+
+async def test_terminals_and_chair_see_each_other(
+    server: Huishang, browsers: Browsers, tmp_path: Path
+) -> None:
+    cameras = {site: write_y4m(tmp_path / f"{site}.y4m", rgb) for site, rgb in COLOURS.items()}
+    chair = await browsers.open(server.join_url(CHAIR), "chair", cameras[CHAIR])
+    zhuji = await browsers.open(server.join_url(ZHUJI), "zhuji", cameras[ZHUJI])
+    xiancun = await browsers.open(server.join_url(XIANCUN), "xiancun", cameras[XIANCUN])
+    terminals = {ZHUJI: zhuji, XIANCUN: xiancun}
+    await expect(by(chair, "connection")).to_have_attribute("data-state", "online")
+
+    # (a) + (b) nobody holds the floor: both terminals play the chair (blue), labelled so.
+    for site, page in terminals.items():
+        await plays(page, f"{site} main")
+        await shows(page, '[data-testid="programme-video"]', CHAIR, f"{site} sees the chair")
+        await expect(by(page, "programme-label")).to_contain_text("天河区应急指挥中心")
+        await expect(by(page, "media-state")).to_have_attribute("data-state", "connected")
+    # A terminal nobody watches is asked to pause its camera and says so.
+    await expect(by(xiancun, "self-paused")).to_be_visible()
+
+    # (e) page load → first remote frame (logged, never asserted: a shared 2-core machine).
+    for site, page in terminals.items():
+        at = await page.evaluate("window.__huishang.firstFrameAt")
+        logger.warning("page load → first remote frame, %s: %.0f ms", site, at or -1)
+
+    # (c) the chair gives the floor to 珠吉街 from the console.
+    roster = chair.get_by_test_id("roster")
+    await roster.locator(f'[data-site="{ZHUJI}"] [data-action="floor"]').click()
+    await shows(xiancun, '[data-testid="programme-video"]', ZHUJI, "冼村街 sees 珠吉街")
+    await expect(by(xiancun, "programme-label")).to_contain_text("珠吉街")
+    await shows(zhuji, '[data-testid="programme-video"]', CHAIR, "珠吉街 sees the chair")
+    await expect(by(zhuji, "self-paused")).to_be_hidden()
+    await plays(chair, "chair programme")
+    await shows(chair, '[data-testid="programme-video"]', ZHUJI, "the chair sees 珠吉街")
+    await expect(by(chair, "programme-label")).to_have_text("珠吉街")
+
+    # (d) the chair previews 冼村街 in a tile.
+    await roster.locator(f'[data-site="{XIANCUN}"] [data-action="preview"]').click()
+    await expect(by(chair, "preview-label-extra1")).to_have_text("冼村街")
+    await shows(chair, '[data-testid="preview-video-extra1"]', XIANCUN, "preview tile 1: 冼村街")
+    await expect(by(chair, "preview-extra1")).to_have_attribute("data-live", "true")
+    # ... and clears it again.
+    await by(chair, "preview-extra1").locator('[data-action="preview-clear"]').click()
+    await expect(by(chair, "preview-label-extra1")).to_have_text("")
+
+    # A refused offer shows the server's reason as a notice (and breaks nothing).
+    refused = await xiancun.evaluate("window.__huishang.media.negotiate('v=0 nonsense')")
+    assert refused is None
+    await expect(by(xiancun, "notice")).to_contain_text("bad_request")
+    await plays(xiancun, "冼村街 after a refused offer")
+
+    # The signalling listener restarts: every page rejoins by itself with a new peer connection.
+    before = await xiancun.evaluate("window.__huishang.conn.welcome.session")
+    await server.signalling.close()
+    await server.signalling.start()
+    await until(
+        "冼村街 rejoined",
+        lambda: xiancun.evaluate("window.__huishang.conn.welcome.session"),
+        lambda session: session != before,
+    )
+    await plays(xiancun, "冼村街 after the rejoin")
+    await shows(xiancun, '[data-testid="programme-video"]', ZHUJI, "冼村街 sees 珠吉街 again")
+    await shows(chair, '[data-testid="programme-video"]', ZHUJI, "the chair sees 珠吉街 again")
+
+
+async def test_a_terminal_without_camera_receives_only(
+    server: Huishang, browsers: Browsers
+) -> None:
+    """No camera and no microphone: a visible notice, and the programme still plays."""
+    token = server.token_for(CHAIR)  # type: ignore[arg-type]
+    assert token is not None
+    chair = await Client.connect(server.signalling_url, token)
+    media = LoopbackClient()
+    media.send(MarkedVideoTrack(1), audio=True)
+    await media.pc.setLocalDescription(await media.pc.createOffer())
+    reply = await chair.request({"type": "offer", "sdp": media.pc.localDescription.sdp})
+    await media.pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+    await wait_for(lambda: media.pc.connectionState == "connected", 20, "chair connected")
+    try:
+        page = await browsers.open(server.join_url(ZHUJI), "nocam", camera=None)
+        await expect(by(page, "devices")).to_be_visible()
+        await expect(by(page, "devices")).to_contain_text("仅接收")
+        await plays(page, "receive-only main")
+        await expect(by(page, "self")).to_be_hidden()
+        directions = await page.evaluate(
+            "window.__huishang.pc.getTransceivers().map((t) => t.direction)"
+        )
+        assert directions[:2] == ["recvonly", "recvonly"], directions
+    finally:
+        await media.close()
+        await chair.close()

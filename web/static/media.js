@@ -1,0 +1,396 @@
+// Huishang media for browser pages: one RTCPeerConnection to the server, offered the way
+// PROTOCOL.md ("Media") says. Used by the terminal page and the chair console; the operator
+// page and the wall display reuse it (send: false).
+//
+// API
+// ---
+//   import { MediaLink, acquireLocalMedia } from "/static/media.js";
+//
+//   const local = await acquireLocalMedia();      // {stream, audio, video, missing: [...], why}
+//   const media = new MediaLink({
+//     local: local.stream,         // MediaStream to publish (null: receive only)
+//     extraVideos: 4,              // extra recvonly video transceivers: slots extra1..extra4
+//     onStreams(streams) {},       // {main: MediaStream(video+audio), extra1: MediaStream, ...}
+//     onState(st) {},              // {pc, ice, gathering, generation}: connection states
+//     onStats(s) {},               // once a second: {rtt_ms, in_kbps, out_kbps, frames_decoded,
+//                                  //   fps, loss} (main video for frames/fps)
+//     onNotice(text, kind) {},     // a line for the user: kind "error" | "info"
+//   });
+//   media.start(conn);             // on every `welcome` (first join and every rejoin): a new
+//                                  // peer connection and a fresh offer for the new session
+//   media.pause({video, audio});   // the server's `pause` event (see below)
+//   media.setMuted(bool);          // mute self: the microphone track is disabled
+//   media.streams                  // the current slot streams (as given to onStreams)
+//   media.pc                       // the current RTCPeerConnection (tests read getStats on it)
+//   await media.negotiate(sdp)     // send one offer SDP; a refusal shows as a notice, null
+//   media.close()
+//
+// Offer (PROTOCOL.md, Media): audio then video, each sendrecv when we have that device
+// (recvonly when not: the server maps the first receiving section of a kind to `main`), then
+// `extraVideos` recvonly video sections (extra1, ...). Non-trickle first: the offer waits for
+// ICE gathering to complete, at most `gatherTimeoutMs`; candidates found after that are sent
+// as `candidate` messages once the answer is in (trickle, RFC 8838), ended by a null one.
+//
+// Pause (the server says nobody needs our stream): the sender's track is replaced by null,
+// so the browser stops encoding and sending altogether (no bandwidth, no CPU), and put back
+// on resume without renegotiating (RTCRtpSender.replaceTrack, W3C WebRTC 5.2). Disabling the
+// track instead (track.enabled = false) would keep sending black frames and silence: cheap,
+// but not nothing, on the 200 uplinks a conference has. The resumed encoder starts with a
+// keyframe, and the relay asks for one (PLI) when it switches a slot to us anyway.
+//
+// Mute self disables the microphone track (silence is sent while not paused), independent of
+// the server's pause, which can come and go while muted.
+//
+// Recovery: each `welcome` (protocol.js reconnects by itself after a network drop or a server
+// restart) starts a new peer connection for the new session. If the peer connection fails
+// while signalling is still up, the signalling socket is dropped so that protocol.js rejoins
+// and the whole thing starts over from a fresh `welcome`.
+
+const GATHER_TIMEOUT_MS = 2000;
+const FAILED_GRACE_MS = 4000;
+const STATS_INTERVAL_MS = 1000;
+
+/**
+ * The camera and microphone, as much of them as this browser will give: both, else each
+ * alone, else nothing (receive only). Never throws.
+ */
+export async function acquireLocalMedia({
+  audio = true,
+  video = { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 30 } },
+} = {}) {
+  const out = { stream: null, audio: null, video: null, missing: [], why: "" };
+  const devices = navigator.mediaDevices;
+  if (!devices || !devices.getUserMedia) {
+    out.missing = ["camera", "microphone"];
+    out.why = "此页面不是安全连接（需要 HTTPS）· camera needs a secure page (HTTPS)";
+    return out;
+  }
+  const attempts = [];
+  if (audio && video) attempts.push({ audio, video });
+  if (video) attempts.push({ video });
+  if (audio) attempts.push({ audio });
+  const tracks = [];
+  let lastError = null;
+  for (const constraints of attempts) {
+    const wantAudio = !!constraints.audio && !tracks.some((t) => t.kind === "audio");
+    const wantVideo = !!constraints.video && !tracks.some((t) => t.kind === "video");
+    if (!wantAudio && !wantVideo) continue;
+    try {
+      const stream = await devices.getUserMedia({
+        audio: wantAudio ? constraints.audio : false,
+        video: wantVideo ? constraints.video : false,
+      });
+      tracks.push(...stream.getTracks());
+    } catch (err) {
+      lastError = err;
+    }
+  }
+  out.audio = tracks.find((t) => t.kind === "audio") || null;
+  out.video = tracks.find((t) => t.kind === "video") || null;
+  if (audio && !out.audio) out.missing.push("microphone");
+  if (video && !out.video) out.missing.push("camera");
+  if (tracks.length) out.stream = new MediaStream(tracks);
+  if (out.missing.length && lastError) {
+    out.why =
+      lastError.name === "NotAllowedError"
+        ? "未获授权使用摄像头/麦克风 · permission denied"
+        : lastError.name === "NotFoundError"
+          ? "未检测到设备 · no device found"
+          : `${lastError.name || "Error"}: ${lastError.message || ""}`;
+  }
+  return out;
+}
+
+/** A short bilingual description of what is missing, or "" when nothing is. */
+export function describeMissing(local) {
+  if (!local.missing.length) return "";
+  const names = { camera: "摄像头 camera", microphone: "麦克风 microphone" };
+  const what = local.missing.map((m) => names[m] || m).join("、");
+  const mode = local.stream ? "" : "，仅接收 · receive only";
+  return `无法使用${what}${mode}${local.why ? ` (${local.why})` : ""}`;
+}
+
+export class MediaLink {
+  constructor({
+    local = null,
+    extraVideos = 0,
+    onStreams = () => {},
+    onState = () => {},
+    onStats = () => {},
+    onNotice = () => {},
+    gatherTimeoutMs = GATHER_TIMEOUT_MS,
+  } = {}) {
+    this.local = local;
+    this.extraVideos = extraVideos;
+    this.onStreams = onStreams;
+    this.onState = onState;
+    this.onStats = onStats;
+    this.onNotice = onNotice;
+    this.gatherTimeoutMs = gatherTimeoutMs;
+    this.conn = null;
+    this.pc = null;
+    this.slots = {}; // mid -> slot name, from the answer
+    this.streams = {};
+    this.senders = { audio: null, video: null };
+    this.paused = { audio: false, video: false };
+    this.muted = false;
+    this.generation = 0;
+    this.startedAt = 0;
+    this.firstFrameMs = null; // ms from start() to the first decoded main video frame
+    this._statsTimer = null;
+    this._failTimer = null;
+    this._last = null; // previous stats sample for rates
+  }
+
+  /** A new peer connection and offer for the session `conn.welcome` describes. */
+  async start(conn) {
+    this.conn = conn;
+    const generation = ++this.generation;
+    this._teardown();
+    this.paused = { audio: false, video: false }; // a new session starts unpaused
+    this.startedAt = performance.now();
+    this.firstFrameMs = null;
+    const iceServers = (conn.welcome && conn.welcome.ice_servers) || [];
+    const pc = new RTCPeerConnection({ iceServers, bundlePolicy: "max-bundle" });
+    this.pc = pc;
+    const localStream = this.local || new MediaStream();
+    for (const kind of ["audio", "video"]) {
+      const track = this.local ? this.local.getTracks().find((t) => t.kind === kind) : null;
+      const transceiver = track
+        ? pc.addTransceiver(track, { direction: "sendrecv", streams: [localStream] })
+        : pc.addTransceiver(kind, { direction: "recvonly" });
+      this.senders[kind] = track ? transceiver.sender : null;
+    }
+    for (let i = 0; i < this.extraVideos; i++) pc.addTransceiver("video", { direction: "recvonly" });
+    this._applyMute();
+    const late = []; // candidates found after the offer went out
+    let offered = false;
+    let answered = false;
+    pc.addEventListener("icecandidate", (ev) => {
+      if (!offered || generation !== this.generation) return;
+      const candidate = ev.candidate ? ev.candidate.toJSON() : null;
+      if (answered) this._sendCandidate(candidate);
+      else late.push(candidate);
+    });
+    const report = () => {
+      if (generation !== this.generation) return;
+      this.onState({
+        pc: pc.connectionState,
+        ice: pc.iceConnectionState,
+        gathering: pc.iceGatheringState,
+        generation,
+      });
+      this._watchFailure(pc, generation);
+    };
+    pc.addEventListener("connectionstatechange", report);
+    pc.addEventListener("iceconnectionstatechange", report);
+    pc.addEventListener("icegatheringstatechange", report);
+    report();
+    try {
+      await pc.setLocalDescription(await pc.createOffer());
+      await this._gathered(pc);
+      if (generation !== this.generation) return;
+      offered = true;
+      const answer = await this.negotiate(pc.localDescription.sdp, generation);
+      if (!answer || generation !== this.generation) return;
+      answered = true;
+      for (const candidate of late.splice(0)) this._sendCandidate(candidate);
+    } catch (err) {
+      if (generation === this.generation) {
+        this.onNotice(`媒体协商失败 · media setup failed: ${err.message || err}`, "error");
+      }
+      return;
+    }
+    this._statsTimer = setInterval(() => this._sampleStats(pc, generation), STATS_INTERVAL_MS);
+  }
+
+  /**
+   * Send one offer and apply the answer. A refused offer (`bad_request` with the server's
+   * reason, `conflict`, ...) is shown as a notice and yields null.
+   */
+  async negotiate(sdp, generation = this.generation) {
+    let reply;
+    try {
+      reply = await this.conn.request({ type: "offer", sdp });
+    } catch (err) {
+      if (generation === this.generation) {
+        const reason = err.code ? `${err.code}: ${err.message}` : String(err.message || err);
+        this.onNotice(`服务器拒绝了媒体请求 · offer refused (${reason})`, "error");
+      }
+      return null;
+    }
+    if (generation !== this.generation || !this.pc) return null;
+    this.slots = { ...(reply.slots || {}) };
+    await this.pc.setRemoteDescription({ type: "answer", sdp: reply.sdp });
+    this._collectStreams();
+    return reply;
+  }
+
+  /** A server `candidate` message (the server may trickle too). */
+  addRemoteCandidate(candidate) {
+    if (this.pc) this.pc.addIceCandidate(candidate || null).catch(() => {});
+  }
+
+  /** The server's `pause`: stop or resume sending each kind (see the header). */
+  pause({ video, audio }) {
+    this.paused = { video: !!video, audio: !!audio };
+    this._applySenders();
+  }
+
+  setMuted(muted) {
+    this.muted = !!muted;
+    this._applyMute();
+  }
+
+  close() {
+    this.generation += 1;
+    this._teardown();
+  }
+
+  // -- internals ----------------------------------------------------------------------------
+
+  _applyMute() {
+    const mic = this.local ? this.local.getAudioTracks()[0] : null;
+    if (mic) mic.enabled = !this.muted;
+  }
+
+  _applySenders() {
+    if (!this.local) return;
+    for (const kind of ["audio", "video"]) {
+      const sender = this.senders[kind];
+      const track = this.local.getTracks().find((t) => t.kind === kind) || null;
+      if (!sender || !track) continue;
+      const wanted = this.paused[kind] ? null : track;
+      if (sender.track !== wanted) {
+        sender.replaceTrack(wanted).catch((err) => {
+          this.onNotice(`无法切换发送 · cannot ${wanted ? "resume" : "pause"} ${kind}: ${err}`, "error");
+        });
+      }
+    }
+  }
+
+  _gathered(pc) {
+    if (pc.iceGatheringState === "complete") return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        pc.removeEventListener("icegatheringstatechange", check);
+        resolve();
+      };
+      const check = () => {
+        if (pc.iceGatheringState === "complete") done();
+      };
+      const timer = setTimeout(done, this.gatherTimeoutMs);
+      pc.addEventListener("icegatheringstatechange", check);
+    });
+  }
+
+  _sendCandidate(candidate) {
+    if (this.conn) this.conn.send({ type: "candidate", candidate });
+  }
+
+  _collectStreams() {
+    const streams = {};
+    for (const transceiver of this.pc.getTransceivers()) {
+      const name = this.slots[transceiver.mid];
+      if (!name) continue;
+      if (!streams[name]) streams[name] = new MediaStream();
+      streams[name].addTrack(transceiver.receiver.track);
+    }
+    this.streams = streams;
+    this.onStreams(streams);
+  }
+
+  _watchFailure(pc, generation) {
+    const bad = pc.connectionState === "failed" || pc.connectionState === "disconnected";
+    if (!bad) {
+      clearTimeout(this._failTimer);
+      this._failTimer = null;
+      return;
+    }
+    if (this._failTimer) return;
+    this._failTimer = setTimeout(() => {
+      this._failTimer = null;
+      if (generation !== this.generation || this.pc !== pc) return;
+      if (pc.connectionState !== "failed" && pc.connectionState !== "disconnected") return;
+      this.onNotice("媒体连接中断，正在重新接入 · media lost, rejoining", "error");
+      this._rejoin();
+    }, pc.connectionState === "failed" ? 500 : FAILED_GRACE_MS);
+  }
+
+  /** Start over from a fresh welcome: a dead media path with live signalling. */
+  _rejoin() {
+    const conn = this.conn;
+    if (!conn) return;
+    if (typeof conn.reconnect === "function") {
+      conn.reconnect();
+    } else if (conn._ws) {
+      conn._ws.close(4000, "media restart"); // protocol.js reconnects and says hello again
+    }
+  }
+
+  async _sampleStats(pc, generation) {
+    if (generation !== this.generation || pc.connectionState === "closed") return;
+    let report;
+    try {
+      report = await pc.getStats();
+    } catch {
+      return;
+    }
+    const mainVideoMid = Object.keys(this.slots).find((mid) => {
+      const t = pc.getTransceivers().find((x) => x.mid === mid);
+      return this.slots[mid] === "main" && t && t.receiver.track.kind === "video";
+    });
+    let bytesIn = 0;
+    let bytesOut = 0;
+    let frames = 0;
+    let lost = 0;
+    let received = 0;
+    let rtt = null;
+    report.forEach((s) => {
+      if (s.type === "inbound-rtp") {
+        bytesIn += s.bytesReceived || 0;
+        lost += Math.max(0, s.packetsLost || 0);
+        received += s.packetsReceived || 0;
+        if (s.kind === "video" && s.mid === mainVideoMid) frames = s.framesDecoded || 0;
+      } else if (s.type === "outbound-rtp") {
+        bytesOut += s.bytesSent || 0;
+      } else if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
+        if (typeof s.currentRoundTripTime === "number") rtt = s.currentRoundTripTime * 1000;
+      }
+    });
+    const now = performance.now();
+    const last = this._last && this._last.generation === generation ? this._last : null;
+    const seconds = last ? (now - last.at) / 1000 : 0;
+    const rate = (a, b) => (seconds > 0 ? Math.max(0, ((a - b) * 8) / 1000 / seconds) : 0);
+    const stats = {
+      rtt_ms: rtt,
+      in_kbps: last ? rate(bytesIn, last.bytesIn) : 0,
+      out_kbps: last ? rate(bytesOut, last.bytesOut) : 0,
+      frames_decoded: frames,
+      fps: last && seconds > 0 ? Math.max(0, (frames - last.frames) / seconds) : 0,
+      loss: received + lost > 0 ? lost / (received + lost) : 0,
+    };
+    if (frames > 0 && this.firstFrameMs === null) this.firstFrameMs = now - this.startedAt;
+    this._last = { generation, at: now, bytesIn, bytesOut, frames };
+    this.onStats(stats);
+  }
+
+  _teardown() {
+    clearInterval(this._statsTimer);
+    this._statsTimer = null;
+    clearTimeout(this._failTimer);
+    this._failTimer = null;
+    this._last = null;
+    if (this.pc) {
+      try {
+        this.pc.close();
+      } catch {
+        // already closed
+      }
+    }
+    this.pc = null;
+    this.slots = {};
+    this.senders = { audio: null, video: null };
+  }
+}
