@@ -64,6 +64,16 @@ FRAMES_JS = """async () => {
   return frames;
 }"""
 
+# Which of the page's own tracks its senders carry now (a paused kind sends no track).
+SENDING_JS = """() => {
+  const out = {audio: false, video: false};
+  for (const s of window.__huishang.pc.getSenders()) if (s.track) out[s.track.kind] = true;
+  return out;
+}"""
+
+# Whether the page's microphone track is enabled (mute self disables it).
+MIC_JS = "() => window.__huishang.media.local.getAudioTracks()[0].enabled"
+
 # The mean RGB of a <video> (drawn small onto a canvas), or null before its first frame.
 COLOUR_JS = """(selector) => {
   const video = document.querySelector(selector);
@@ -211,8 +221,16 @@ async def test_terminals_and_chair_see_each_other(
         await shows(page, '[data-testid="programme-video"]', CHAIR, f"{site} sees the chair")
         await expect(by(page, "programme-label")).to_contain_text("天河区应急指挥中心")
         await expect(by(page, "media-state")).to_have_attribute("data-state", "connected")
-    # A terminal nobody watches is asked to pause its camera and says so.
+    # A terminal nobody watches is asked to pause its camera: it stops sending it at all.
     await expect(by(xiancun, "self-paused")).to_be_visible()
+    assert await xiancun.evaluate(SENDING_JS) == {"audio": False, "video": False}
+    assert await chair.evaluate(SENDING_JS) == {"audio": True, "video": True}
+    await expect(by(zhuji, "media-stats")).to_contain_text("RTT")
+    # Mute self disables the microphone track.
+    await by(zhuji, "mute").click()
+    await until("mic off", lambda: zhuji.evaluate(MIC_JS), lambda on: on is False)
+    await by(zhuji, "mute").click()
+    await until("mic on", lambda: zhuji.evaluate(MIC_JS), lambda on: on is True)
 
     # (e) page load → first remote frame (logged, never asserted: a shared 2-core machine).
     for site, page in terminals.items():
@@ -235,9 +253,7 @@ async def test_terminals_and_chair_see_each_other(
     await expect(by(chair, "preview-label-extra1")).to_have_text("冼村街")
     await shows(chair, '[data-testid="preview-video-extra1"]', XIANCUN, "preview tile 1: 冼村街")
     await expect(by(chair, "preview-extra1")).to_have_attribute("data-live", "true")
-    # ... and clears it again.
-    await by(chair, "preview-extra1").locator('[data-action="preview-clear"]').click()
-    await expect(by(chair, "preview-label-extra1")).to_have_text("")
+    assert (await xiancun.evaluate(SENDING_JS))["video"] is True  # watched again: resumed
 
     # A refused offer shows the server's reason as a notice (and breaks nothing).
     refused = await xiancun.evaluate("window.__huishang.media.negotiate('v=0 nonsense')")
@@ -257,6 +273,13 @@ async def test_terminals_and_chair_see_each_other(
     await plays(xiancun, "冼村街 after the rejoin")
     await shows(xiancun, '[data-testid="programme-video"]', ZHUJI, "冼村街 sees 珠吉街 again")
     await shows(chair, '[data-testid="programme-video"]', ZHUJI, "the chair sees 珠吉街 again")
+    # The chair console asked for its preview again on its new session.
+    await shows(chair, '[data-testid="preview-video-extra1"]', XIANCUN, "preview kept")
+    await expect(by(chair, "preview-label-extra1")).to_have_text("冼村街")
+    # Clearing a preview tile.
+    await by(chair, "preview-extra1").locator('[data-action="preview-clear"]').click()
+    await expect(by(chair, "preview-label-extra1")).to_have_text("")
+    await expect(by(chair, "preview-extra1")).to_have_attribute("data-live", "false")
 
 
 async def test_a_terminal_without_camera_receives_only(

@@ -53,6 +53,7 @@ const av = {
   link: null,
   startedFor: null, // session id the current peer connection was offered for
   nextTile: 0, // round robin when every preview tile is busy
+  wanted: {}, // slot -> site the chair asked to preview: asked again after a rejoin
 };
 const debug = { conn: null, media: null, pc: null, firstFrameAt: null };
 window.__huishang = debug;
@@ -620,12 +621,20 @@ function onClick(event) {
       break;
     case "preview": {
       const slot = previewTileFor(site);
-      act(button, { type: "preview", slot, source: site }, () => `${name} → 预览 preview`);
+      act(button, { type: "preview", slot, source: site }, () => `${name} → 预览 preview`).then(
+        (reply) => {
+          if (reply) av.wanted[slot] = site;
+        },
+      );
       break;
     }
-    case "preview-clear":
-      act(button, { type: "preview", slot: button.dataset.slot, source: null });
+    case "preview-clear": {
+      const slot = button.dataset.slot;
+      act(button, { type: "preview", slot, source: null }).then((reply) => {
+        if (reply) delete av.wanted[slot];
+      });
       break;
+    }
     case "sound": {
       const video = $("programme-video");
       video.muted = false;
@@ -752,6 +761,21 @@ async function startMedia() {
   const started = av.link.start(conn);
   debug.pc = av.link.pc;
   await started;
+  await restorePreviews(conn);
+}
+
+/** A rejoin is a new session with empty extra slots: ask for the chair's previews again. */
+async function restorePreviews(conn) {
+  for (const [slot, source] of Object.entries(av.wanted)) {
+    if (state.conn !== conn || !av.link.pc || !Object.keys(av.link.slots).length) return;
+    if (state.slots[slot] && state.slots[slot].source === source) continue;
+    try {
+      await conn.request({ type: "preview", slot, source });
+    } catch (err) {
+      delete av.wanted[slot];
+      notices.show(`${siteName(source)}: ${describeError(err)}`, { kind: "error", code: err.code || "" });
+    }
+  }
 }
 
 function play(video, tile, stream, withSound) {
