@@ -34,6 +34,7 @@ import fractions
 import json
 import multiprocessing
 import os
+import resource
 import statistics
 import sys
 import threading
@@ -116,14 +117,18 @@ async def _serve(conn: Connection, mode: str) -> None:
 
     async def handle(msg: tuple[Any, ...]) -> tuple[Any, ...]:
         op = msg[0]
-        if op == "cpu":  # all threads, nanosecond clock (os.times ticks are 10 ms)
-            return ("ok", time.process_time(), time.time())
+        if op == "cpu":  # all threads; user and kernel time apart (getrusage, microseconds)
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            return ("ok", usage.ru_utime, usage.ru_stime, time.time())
         if op == "offer" and mode == "relay":
             _, pid, sdp = msg[:3]
             peer = Peer(pid, relay)
             peers[pid] = peer
             answer = await peer.answer(sdp)
             return ("ok", answer.sdp, answer.slots)
+        if op == "stats":  # retransmissions answered from the slots' histories
+            ports = [slot.port for slot in relay.slots.values()]
+            return ("ok", sum(getattr(p, "retransmitted", 0) for p in ports if p is not None))
         if op == "route":
             _, sub, pub = msg
             slot = peers[sub].slot("main", "video")
@@ -185,9 +190,10 @@ class Server:
     async def acall(self, *msg: Any) -> tuple[Any, ...]:
         return await asyncio.get_running_loop().run_in_executor(None, self.call, *msg)
 
-    def cpu(self) -> tuple[float, float]:
+    def cpu(self) -> tuple[float, float, float]:
+        """(user seconds, kernel seconds, wall clock) of the server process."""
         reply = self.call("cpu")
-        return float(reply[1]), float(reply[2])
+        return float(reply[1]), float(reply[2]), float(reply[3])
 
     def stop(self) -> None:
         with contextlib.suppress(RuntimeError, OSError, EOFError):
@@ -397,12 +403,16 @@ class LoadGen:
             await pc.close()
 
 
-async def cpu_window(server: Server, seconds: float) -> float:
-    """Server CPU over ``seconds``, percent of one core."""
-    c0, t0 = await asyncio.get_running_loop().run_in_executor(None, server.cpu)
+async def cpu_window(server: Server, seconds: float, kernel: list[float] | None = None) -> float:
+    """Server CPU over ``seconds``, percent of one core; appends the kernel share to
+    ``kernel`` (on loopback, sending a datagram also runs the receiver's side in the kernel)."""
+    loop = asyncio.get_running_loop()
+    u0, s0, t0 = await loop.run_in_executor(None, server.cpu)
     await asyncio.sleep(seconds)
-    c1, t1 = await asyncio.get_running_loop().run_in_executor(None, server.cpu)
-    return 100.0 * (c1 - c0) / (t1 - t0)
+    u1, s1, t1 = await loop.run_in_executor(None, server.cpu)
+    if kernel is not None:
+        kernel.append(100.0 * (s1 - s0) / (t1 - t0))
+    return 100.0 * ((u1 - u0) + (s1 - s0)) / (t1 - t0)
 
 
 def slope(points: list[tuple[int, float]]) -> float:
@@ -454,6 +464,7 @@ async def run_relay(
         gen.start_remb()
         points: list[tuple[int, float]] = []
         latencies: dict[int, list[float]] = {n: [] for n in counts}
+        kernel_points: list[tuple[int, float]] = []
         routed = 0
         for n in counts + counts[::-1]:
             for k in range(len(subs)):
@@ -465,11 +476,16 @@ async def run_relay(
             # the others load it; every subscriber shares the load generator's one loop
             probes[0].record_latency = True
             probes[0].latencies.clear()
-            points.append((n, await cpu_window(server, window)))
+            kernel: list[float] = []
+            points.append((n, await cpu_window(server, window, kernel)))
+            kernel_points.append((n, kernel[0]))
             probes[0].record_latency = False
             latencies[n] += [x * 1000 for x in probes[0].latencies]
         out["cpu_points"] = points
         out["cpu_per_subscriber_pct"] = slope(points)
+        out["retransmitted_packets"] = (await server.acall("stats"))[1]
+        out["kernel_points"] = kernel_points
+        out["kernel_per_subscriber_pct"] = slope(kernel_points)
         direct = await gen.direct_pair()
         await asyncio.sleep(1.0)
         direct.latencies.clear()
@@ -630,6 +646,7 @@ def print_table(results: dict[str, Any]) -> None:
         lat1, lat = lats[0], lats[-1]
         return [
             ("relay CPU / subscriber (% core)", f"{relay['cpu_per_subscriber_pct']:.3f}"),
+            ("  of which kernel (loopback send)", f"{relay['kernel_per_subscriber_pct']:.3f}"),
             ("MediaRelay CPU / subscriber", f"{media['cpu_per_subscriber_pct']:.2f}"),
             ("MediaRelay / relay", f"{r['ratio_mediarelay_over_relay']:.0f}x"),
             ("relay CPU / publisher", f"{relay['publisher_cpu_pct']:.2f}"),

@@ -362,6 +362,7 @@ class SenderPort:
         self.retransmitted = 0
         self.closed = False
         self._ready = False
+        self._send_rtp: Callable[[bytes], Awaitable[None]] = sender.transport._send_rtp
         setattr(sender, "_handle_rtcp_packet", self._handle_rtcp_packet)  # noqa: B010
         setattr(sender, "_send_rtcp", self._send_rtcp)  # noqa: B010
         setattr(sender, "_send_keyframe", lambda: None)  # noqa: B010
@@ -379,7 +380,10 @@ class SenderPort:
         """
         if self._ready:
             return not self.closed
-        self._ready = not self.closed and self._sender.transport.state == "connected"
+        transport = self._sender.transport
+        self._ready = not self.closed and transport.state == "connected"
+        if self._ready:  # BUNDLE settled the transport before it connected
+            self._send_rtp = transport._send_rtp
         return self._ready
 
     async def send(self, sequence_number: int, data: bytes, payload_size: int) -> None:
@@ -392,7 +396,7 @@ class SenderPort:
         self.packets_sent += 1
         self.octets_sent += payload_size
         try:  # noqa: SIM105 (hot path: no context manager per packet)
-            await self._sender.transport._send_rtp(data)
+            await self._send_rtp(data)
         except ConnectionError:
             pass
 

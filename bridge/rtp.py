@@ -380,19 +380,21 @@ class StreamRewriter:
         self._one_byte = all(1 <= i <= 14 for i in self._ext_ids.values()) and (
             self._mid is None or 1 <= len(self._mid) <= 16
         )
-        self._ext_order: list[tuple[str, bytes]] = []
-        self._mid_element = b""
+        # fast path: constant elements (mid), the abs-send-time element's first byte, and the
+        # extensions copied from the source (audio level), by URI and id
+        self._ext_static = b""
+        self._abs_element = b""
+        self._passthrough: list[tuple[str, int]] = []
         if self._one_byte:
             for uri, ext_id in self._ext_ids.items():
-                if uri == EXT_MID and self._mid is None:
-                    continue
-                if uri == EXT_ABS_SEND_TIME:
-                    self._ext_order.append((uri, bytes([(ext_id << 4) | 2])))
+                if uri == EXT_MID:
+                    if self._mid is not None:
+                        self._ext_static += bytes([(ext_id << 4) | (len(self._mid) - 1)])
+                        self._ext_static += self._mid
+                elif uri == EXT_ABS_SEND_TIME:
+                    self._abs_element = bytes([(ext_id << 4) | 2])
                 else:
-                    self._ext_order.append((uri, bytes([ext_id])))
-            if self._mid is not None:
-                mid_id = self._ext_ids[EXT_MID]
-                self._mid_element = bytes([(mid_id << 4) | (len(self._mid) - 1)]) + self._mid
+                    self._passthrough.append((uri, ext_id))
         # the last packet sent (highest sequence number)
         self.last_sequence = (initial_sequence - 1) & 0xFFFF
         self.last_timestamp = initial_timestamp & 0xFFFFFFFF
@@ -458,17 +460,21 @@ class StreamRewriter:
         seq = (packet.sequence_number + self._seq_offset) & 0xFFFF
         ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
         payload = packet.payload
+        head = b""
+        body_from = 0
         if self.vp8 and payload:
-            payload = self._rewrite_vp8(payload)
-        if seq_newer(seq, self.last_sequence) or self.packets_sent == 0:
+            head, body_from = self._rewrite_vp8(payload)
+        if ((seq - self.last_sequence) & 0xFFFF) - 1 < 0x7FFF or self.packets_sent == 0:
             self.last_sequence = seq
             self.last_timestamp = ts
             self.last_time = now
             self.last_marker = packet.marker
         self.packets_sent += 1
-        self.octets_sent += len(payload)
+        self.octets_sent += len(payload) - body_from + len(head)
         if self._one_byte:
-            return seq, self._serialize_fast(packet, seq, ts, payload, now)
+            return seq, self._serialize_fast(packet, seq, ts, head, payload, body_from, now)
+        if body_from:
+            payload = head + payload[body_from:]
         extensions = dict(packet.extensions)
         if self._mid is not None:
             extensions[EXT_MID] = self._mid
@@ -487,24 +493,28 @@ class StreamRewriter:
         return seq, serialize_rtp(out, self._ext_ids)
 
     def _serialize_fast(
-        self, packet: RtpPacket, seq: int, ts: int, payload: bytes, now: float
+        self,
+        packet: RtpPacket,
+        seq: int,
+        ts: int,
+        head: bytes,
+        payload: bytes,
+        body_from: int,
+        now: float,
     ) -> bytes:
-        """:func:`serialize_rtp` specialised for one-byte extensions (the common case)."""
-        parts = []
-        for uri, element_id in self._ext_order:
-            if uri == EXT_MID:
-                parts.append(self._mid_element)
-            elif uri == EXT_ABS_SEND_TIME:
-                parts.append(element_id + abs_send_time(now).to_bytes(3, "big"))
-            else:
+        """:func:`serialize_rtp` specialised for one-byte extensions, copying the payload once."""
+        body = self._ext_static
+        if self._abs_element:
+            body += self._abs_element + abs_send_time(now).to_bytes(3, "big")
+        if self._passthrough and packet.extensions:
+            for uri, ext_id in self._passthrough:
                 value = packet.extensions.get(uri)
                 if value is not None and 1 <= len(value) <= 16:
-                    parts.append(bytes([(element_id[0] << 4) | (len(value) - 1)]) + value)
+                    body += bytes([(ext_id << 4) | (len(value) - 1)]) + value
         first = 0x80 | len(packet.csrc)
         ext = b""
-        if parts:
+        if body:
             first |= 0x10
-            body = b"".join(parts)
             pad = -len(body) % 4
             ext = struct.pack("!HH", _ONE_BYTE_PROFILE, (len(body) + pad) // 4) + body
             if pad:
@@ -518,21 +528,27 @@ class StreamRewriter:
         )
         if packet.csrc:
             header += struct.pack(f"!{len(packet.csrc)}I", *packet.csrc)
-        return header + ext + payload
+        if body_from:
+            return b"".join((header, ext, head, memoryview(payload)[body_from:]))
+        return b"".join((header, ext, payload))
 
-    def _rewrite_vp8(self, payload: bytes) -> bytes:
-        """PictureID / TL0PICIDX continuity (RFC 7741 4.2), parsed inline on the hot path."""
+    def _rewrite_vp8(self, payload: bytes) -> tuple[bytes, int]:
+        """PictureID / TL0PICIDX continuity (RFC 7741 4.2), parsed inline on the hot path.
+
+        Returns the rewritten descriptor and where the rest of ``payload`` starts
+        (``(b"", 0)``: nothing to rewrite).
+        """
         if not payload[0] & 0x80 or len(payload) < 2:
-            return payload  # no extension octet: nothing to rewrite
+            return b"", 0  # no extension octet: nothing to rewrite
         ext = payload[1]
         pos = 2
         picture_id = None
         if ext & 0x80:
             if len(payload) < 3:
-                return payload
+                return b"", 0
             if payload[2] & 0x80:
                 if len(payload) < 4:
-                    return payload
+                    return b"", 0
                 picture_id = ((payload[2] & 0x7F) << 8) | payload[3]
                 pos = 4
             else:
@@ -541,13 +557,13 @@ class StreamRewriter:
         tl0 = None
         if ext & 0x40:
             if len(payload) <= pos:
-                return payload
+                return b"", 0
             tl0 = payload[pos]
             pos += 1
         if ext & 0x30:
             pos += 1
         if len(payload) < pos:
-            return payload
+            return b"", 0
         out = bytearray(payload[:2])
         if picture_id is not None:
             # unwrap the source's 7- or 15-bit id relative to the last one seen (RFC 1982)
@@ -571,5 +587,4 @@ class StreamRewriter:
             out.append(tl0)
         if ext & 0x30:
             out.append(payload[pos - 1])
-        out += payload[pos:]
-        return bytes(out)
+        return bytes(out), pos

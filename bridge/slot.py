@@ -191,7 +191,10 @@ class Slot:
         if publication is not self.source:
             return
         self._source_last_at = now
-        await self._forward(packet, now)
+        out = self._rewriter.rewrite(packet, now)  # type: ignore[union-attr]  # set with port
+        if out is not None:
+            self.packets_forwarded += 1
+            await self._port.send(out[0], out[1], len(packet.payload))
         if self._buffer and packet.marker:
             await self._commit()  # the old source just finished its frame
 
