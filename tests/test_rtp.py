@@ -267,3 +267,28 @@ def test_stream_rewriter_sequence_wraps_and_audio_passes_payload() -> None:
     assert p1.payload == b"opus" and p1.extensions == {EXT_AUDIO_LEVEL: b"\x90"}
     assert p2.payload_type == 111
     assert rw.translate_timestamp(960) == p2.timestamp
+
+
+def test_stream_rewriter_two_byte_path_and_plain_vp8_descriptor() -> None:
+    rw = StreamRewriter(
+        ssrc=3,
+        payload_type=98,
+        clock_rate=90000,
+        vp8=True,
+        extension_ids={EXT_MID: 15, EXT_ABS_SEND_TIME: 2},  # id 15: two-byte form only
+        mid="video-main",
+        initial_sequence=10,
+        initial_timestamp=0,
+    )
+    plain = vp8_payload(keyframe=True)  # no PictureID: passed through untouched
+    r = rw.rewrite(RtpPacket(96, 1, 0, 7, plain, True), 5.0)
+    assert r is not None
+    back = parse_rtp(r[1], {15: EXT_MID, 2: EXT_ABS_SEND_TIME})
+    assert back.payload == plain and back.sequence_number == 10
+    assert back.extensions[EXT_MID] == b"video-main"
+    assert len(back.extensions[EXT_ABS_SEND_TIME]) == 3
+    with_pid = vp8_payload(picture_id=77, tl0=3, tid=1)
+    r2 = rw.rewrite(RtpPacket(96, 2, 3000, 7, with_pid, True), 5.03)
+    assert r2 is not None
+    d = parse_vp8_descriptor(parse_rtp(r2[1], {}).payload)
+    assert (d.picture_id, d.tid) == (77, 1)  # counted from the slot's base (0) + 77
