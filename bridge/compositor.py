@@ -56,6 +56,8 @@ __all__ = [
     "SourceFrame",
     "TileSpec",
     "TileStatus",
+    "band_height",
+    "canvas_tile_rects",
 ]
 
 logger = logging.getLogger(__name__)
@@ -339,7 +341,7 @@ class Compositor:
             return av.VideoFrame.from_numpy_buffer(canvas.buffer, format="yuv420p")
 
     def _band_height(self) -> int:
-        return 2 * round(self.config.height * self.config.band_height / 2)
+        return band_height(self.config)
 
     def _update_geometry(self, layout: _Layout, show_band: bool) -> None:
         cfg = self.config
@@ -347,11 +349,8 @@ class Compositor:
         key = (layout.version, band)
         if key == self._geometry_key:
             return
-        top = 0 if cfg.banner_overlay else band
-        rects = tile_rects(layout.kind, cfg.width, cfg.height - top, layout.custom)
-        self._tiles = [
-            _TileState(Rect(r.x, r.y + top, r.w, r.h), TileScaler(cfg.scale_threads)) for r in rects
-        ]
+        rects = canvas_tile_rects(cfg, layout.kind, layout.custom, show_band=show_band)
+        self._tiles = [_TileState(r, TileScaler(cfg.scale_threads)) for r in rects]
         self._tile_draws = [0] * len(rects)
         self._band = band
         self._geometry_key = key
@@ -501,6 +500,33 @@ class Compositor:
         y.fill(cy)
         u.fill(cu)
         v.fill(cv)
+
+
+def band_height(config: CompositorConfig) -> int:
+    """The height in pixels of the banner/clock band across the top of the canvas."""
+    return 2 * round(config.height * config.band_height / 2)
+
+
+def canvas_tile_rects(
+    config: CompositorConfig,
+    kind: str,
+    custom: Sequence[Sequence[float]] | None = None,
+    *,
+    show_band: bool | None = None,
+) -> tuple[Rect, ...]:
+    """The tiles' rects exactly as a :class:`Compositor` with ``config`` draws them.
+
+    Pure (no compositor is built): what :meth:`Compositor.tile_rects` returns after a compose
+    of this layout. ``show_band``: whether the band is shown (a banner is set or the clock is
+    on); ``None`` means "as far as the config says" (``config.show_clock``). Unless
+    ``banner_overlay``, the tiles are laid out on the canvas below the band. Raises
+    :class:`~bridge.layout.LayoutError` like :func:`bridge.layout.tile_rects`.
+    """
+    if show_band is None:
+        show_band = config.show_clock
+    top = band_height(config) if show_band and not config.banner_overlay else 0
+    rects = tile_rects(kind, config.width, config.height - top, custom)
+    return tuple(Rect(r.x, r.y + top, r.w, r.h) for r in rects)
 
 
 def _views(planes: Planes, rect: Rect) -> Planes:

@@ -16,7 +16,7 @@ chair hears the floor holder. Mix-minus holds by construction: no one is routed 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from bridge.errors import OfferError, UnsupportedCodecError
@@ -47,6 +47,8 @@ class MediaBridge:
         self._sites: dict[SessionId, SiteId] = {}
         #: Publications made by the server itself (wall outputs, gateways), by source id.
         self.local_sources: dict[str, dict[str, Publication]] = {}
+        #: Called with the plan after every :meth:`apply` (the wall director follows it).
+        self.listeners: list[Callable[[RoutingPlan], None]] = []
 
     # -- MediaPlane ---------------------------------------------------------------------------
 
@@ -91,6 +93,11 @@ class MediaBridge:
 
     # -- routing ------------------------------------------------------------------------------
 
+    def peer_of(self, site: str) -> Peer | None:
+        """The connected peer of *site*'s live session, if it has one."""
+        session = self.conference.live_session(SiteId(site))
+        return self._peers.get(session) if session is not None else None
+
     def publication(self, source: str | None, kind: str) -> Publication | None:
         """The publication that carries *source* (a site or a local output) of *kind*."""
         if source is None:
@@ -121,6 +128,11 @@ class MediaBridge:
             slot = peer.slot("main", "audio")
             if slot is not None:
                 self._route(slot, self.publication(speaker, "audio"))
+        for listener in tuple(self.listeners):
+            try:
+                listener(plan)
+            except Exception:
+                logger.exception("a media plan listener failed")
 
     def _route(self, slot: Any, publication: Publication | None) -> None:
         if slot.source is publication or (publication is not None and slot.pending is publication):

@@ -29,6 +29,7 @@ from signalling import messages as m
 from signalling.media import MediaBridge
 from signalling.model import Layout, Site, SiteId
 from signalling.server import ServerConfig, SignallingServer
+from signalling.wall import WallDirector
 from web.config import HuishangConfig, Listener, default_config_path, load_config
 from web.layouts import LAYOUTS_FILE, load_layout_presets
 from web.routes import setup_routes
@@ -62,6 +63,7 @@ class Huishang:
         self._closed = False
         self._tokens_read_at = time.monotonic()
         self.media: MediaBridge | None = None
+        self.walls: WallDirector | None = None  # the wall outputs (bridge.wall)
         self._undo_ice: Callable[[], None] = lambda: None
         self.web_url = ""
 
@@ -145,6 +147,8 @@ class Huishang:
         )
         app = cls(config, store, tokens, conference, signalling)
         app.media, app._undo_ice = media, undo_ice
+        app.walls = WallDirector.for_conference(conference, media)
+        app.walls.start()
         signalling.authenticate = app.authenticate
         await signalling.start()
         try:
@@ -205,6 +209,12 @@ class Huishang:
         """Stop the listeners, record the conference's end, close the store (idempotent)."""
         with contextlib.suppress(Exception):
             await self.signalling.close()
+        if self.walls is not None:
+            walls, self.walls = self.walls, None
+            try:
+                await walls.close()
+            except Exception:
+                logger.exception("closing the wall outputs failed")
         if self.media is not None:
             media, self.media = self.media, None
             try:

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from bridge.layout import LayoutError, tile_rects
+from bridge.compositor import CompositorConfig, band_height, canvas_tile_rects
+from bridge.layout import LayoutError
 from signalling.model import Role, SiteId
 
 if TYPE_CHECKING:
@@ -163,10 +164,13 @@ async def _attendance_csv(request: web.Request) -> web.Response:
 
 
 async def _layout_geometry(request: web.Request) -> web.Response:
-    """Tile rects in pixels, exactly as the compositor lays them out (bridge.layout).
+    """Tile rects in pixels, exactly as the wall output's compositor draws them.
 
     ``?kind=K&w=1920&h=1080``; a custom layout adds ``rects=`` (a JSON list of
-    ``[x, y, w, h]`` fractions). A layout the compositor would refuse is a 400 with the reason.
+    ``[x, y, w, h]`` fractions); ``output`` names the wall output (default ``wall``). The
+    compositor keeps a band across the top for the banner and the clock and lays the tiles out
+    below it (:func:`bridge.compositor.canvas_tile_rects`); ``band`` is that band's height in
+    pixels (0 when none is shown). A layout the compositor would refuse is a 400 with the reason.
     """
     query = request.query
     kind = query.get("kind", "")
@@ -184,8 +188,18 @@ async def _layout_geometry(request: web.Request) -> web.Response:
             raise web.HTTPBadRequest(text="rects must be a JSON list of [x, y, w, h]") from None
         if not isinstance(custom, list):
             raise web.HTTPBadRequest(text="rects must be a JSON list of [x, y, w, h]")
+    app = request.app[APP]
+    walls = app.walls
+    output = walls.outputs.get(query.get("output", "wall")) if walls is not None else None
+    base = output.config.compositor if output is not None else CompositorConfig()
     try:
-        rects = tile_rects(kind, width, height, custom)
+        config = dataclasses.replace(base, width=width & ~1, height=height & ~1)
+    except ValueError as exc:  # a canvas the compositor cannot have (under 16 pixels)
+        raise web.HTTPBadRequest(text=f"w and h: {exc}") from None
+    show_band = bool(app.conference.banner) or config.show_clock
+    band = band_height(config) if show_band and not config.banner_overlay else 0
+    try:
+        rects = canvas_tile_rects(config, kind, custom, show_band=show_band)
     except LayoutError as exc:
         return web.json_response(
             {"error": exc.reason.value, "message": str(exc), "index": exc.index}, status=400
@@ -193,7 +207,7 @@ async def _layout_geometry(request: web.Request) -> web.Response:
     except OverflowError:  # a JSON integer too large for a float
         raise web.HTTPBadRequest(text="rects hold a number out of range") from None
     return web.json_response(
-        {"kind": kind, "w": width, "h": height, "rects": [list(r) for r in rects]}
+        {"kind": kind, "w": width, "h": height, "band": band, "rects": [list(r) for r in rects]}
     )
 
 

@@ -1,0 +1,190 @@
+"""Decoded wall feeds: one decoder per publication on some wall, shared by every output.
+
+ARCHITECTURE.md, "The wall": only the feeds a wall shows are decoded. :class:`Feeds` is told
+which sources are wanted and which :class:`~bridge.peer.Peer` publishes each one now
+(:meth:`Feeds.update`); it turns decoding on (:meth:`Peer.set_decode`, which also asks the
+publisher for a keyframe) for new ones and off for those no longer wanted, and deposits every
+decoded frame into each sink (the outputs' compositors) with :meth:`FrameSink.push`.
+
+Decoding itself runs in aiortc's per-receiver decoder thread, off the event loop; a
+:class:`FeedReader` only moves finished frames from the remote track into the sinks (a
+reference and a lock per output, no copy). A feed that stalls or breaks never delays a
+composed frame: the compositor shows its last picture, then "no signal".
+
+A reader lives as long as its track (the publisher's connection): while its feed is not
+wanted it keeps draining the track, so frames decoded just before decoding stopped never
+reach a wall later as stale pictures, and a track nobody reads never queues frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Protocol
+
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import VideoFrame
+
+from .peer import Peer
+
+__all__ = ["FeedReader", "Feeds", "FrameSink"]
+
+logger = logging.getLogger(__name__)
+
+
+class FrameSink(Protocol):
+    """Where decoded frames go (a :class:`~bridge.wall.WallOutput`)."""
+
+    def push(self, source_id: str, frame: VideoFrame, now: float) -> None: ...
+
+    def remove(self, source_id: str) -> None: ...
+
+
+class FeedReader:
+    """Reads one remote video track; deposits its frames into the sinks while active."""
+
+    def __init__(
+        self,
+        source_id: str,
+        track: MediaStreamTrack,
+        sinks: Sequence[FrameSink],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_end: Callable[[FeedReader], None] | None = None,
+    ) -> None:
+        self.source_id = source_id
+        self.track = track
+        self.sinks = sinks
+        self.active = True
+        self.frames = 0
+        self.dropped = 0  # frames read while inactive (drained)
+        self._clock = clock
+        self._on_end = on_end
+        self._task: asyncio.Task[None] = asyncio.ensure_future(self._run())
+
+    @property
+    def done(self) -> bool:
+        return self._task.done()
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                frame = await self.track.recv()
+                if not self.active:
+                    self.dropped += 1
+                    continue
+                if not isinstance(frame, VideoFrame):
+                    continue
+                self.frames += 1
+                now = self._clock()
+                for sink in self.sinks:
+                    sink.push(self.source_id, frame, now)
+        except MediaStreamError:
+            pass  # the publisher's connection ended
+        except Exception:
+            logger.exception("wall feed %s failed", self.source_id)
+        finally:
+            if self._on_end is not None:
+                self._on_end(self)
+
+    async def close(self) -> None:
+        """Stop reading (idempotent)."""
+        self.active = False
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+class _Feed:
+    __slots__ = ("peer", "reader")
+
+    def __init__(self, peer: Peer, reader: FeedReader) -> None:
+        self.peer = peer
+        self.reader = reader
+
+
+class Feeds:
+    """The decoded feeds of every wall output (see the module docstring)."""
+
+    def __init__(
+        self, sinks: Sequence[FrameSink], *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.sinks = tuple(sinks)
+        self._clock = clock
+        self._feeds: dict[str, _Feed] = {}
+        self._readers: dict[MediaStreamTrack, FeedReader] = {}
+        self.closed = False
+
+    @property
+    def decoding(self) -> dict[str, Peer]:
+        """Source id → the peer whose publication is decoded for it."""
+        return {source: feed.peer for source, feed in self._feeds.items()}
+
+    def reader(self, source_id: str) -> FeedReader | None:
+        feed = self._feeds.get(source_id)
+        return feed.reader if feed is not None else None
+
+    def update(self, wanted: Mapping[str, Peer | None]) -> None:
+        """Decode exactly the ``wanted`` sources that have a publisher now.
+
+        ``wanted`` maps each source some output shows (or is about to show) to the peer that
+        publishes it, or None when it has none (offline): its tiles then show it offline.
+        """
+        if self.closed:
+            return
+        for source, feed in list(self._feeds.items()):
+            if source in wanted and wanted[source] is feed.peer and not feed.reader.done:
+                continue
+            self._stop(source, feed)
+        for source, peer in wanted.items():
+            if peer is None:
+                self._forget(source)
+            elif source not in self._feeds:
+                self._start(source, peer)
+
+    def _start(self, source: str, peer: Peer) -> None:
+        track = peer.set_decode("video", True)
+        if track is None:
+            self._forget(source)  # no camera published (yet)
+            return
+        reader = self._readers.get(track)
+        if reader is None or reader.done:
+            reader = FeedReader(source, track, self.sinks, clock=self._clock, on_end=self._ended)
+            self._readers[track] = reader
+        reader.source_id = source
+        reader.active = True
+        self._feeds[source] = _Feed(peer, reader)
+        logger.info("wall feed %s: decoding %r", source, peer)
+
+    def _stop(self, source: str, feed: _Feed) -> None:
+        del self._feeds[source]
+        feed.reader.active = False  # keeps draining whatever was decoded meanwhile
+        with contextlib.suppress(Exception):  # a closed peer has nothing left to stop
+            feed.peer.set_decode("video", False)
+        self._forget(source)
+        logger.info("wall feed %s: stopped decoding %r", source, feed.peer)
+
+    def _forget(self, source: str) -> None:
+        for sink in self.sinks:
+            sink.remove(source)
+
+    def _ended(self, reader: FeedReader) -> None:
+        if self._readers.get(reader.track) is reader:
+            del self._readers[reader.track]
+
+    def sources(self) -> Iterable[str]:
+        return tuple(self._feeds)
+
+    async def close(self) -> None:
+        """Stop decoding everything and every reader (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        for source, feed in list(self._feeds.items()):
+            self._stop(source, feed)
+        for reader in list(self._readers.values()):
+            await reader.close()
+        self._readers.clear()

@@ -1,0 +1,325 @@
+"""The wall output end to end through the real server: four aiortc publishers (each painting
+its own tag and frame index) → decoded feeds → compositor → one VP8 encode → the relay → an
+aiortc wall client (the ``tianhe.wall`` site), which decodes the wall and finds each source's
+mark inside its tile. Tile rects come from ``GET /api/layout-geometry``, so the test also
+checks that the endpoint agrees with what the compositor really draws."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+import numpy as np
+import numpy.typing as npt
+import pytest
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import VideoFrame
+
+from bridge.layout import Rect
+from bridge.peer import Answer
+from bridge.scaler import FitMode, plan_tile
+from bridge.testkit import LoopbackClient, MarkedVideoTrack, wait_for
+from signalling.client import Client, ClientError
+from web.app import Huishang
+
+ZHUJI, XIANCUN, LIEDE, SHAHE = "tianhe.zhuji", "tianhe.xiancun", "tianhe.liede", "tianhe.shahe"
+SOURCES = (ZHUJI, XIANCUN, LIEDE, SHAHE)
+TAGS = {ZHUJI: 5, XIANCUN: 6, LIEDE: 7, SHAHE: 9}
+OPERATOR, WALL = "tianhe.operator", "tianhe.wall"
+SRC_W, SRC_H = 320, 240  # MarkedVideoTrack's size
+
+U8 = npt.NDArray[np.uint8]
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def read_mark_in(y: U8, rect: Rect) -> int:
+    """bridge.testkit.read_mark, on the part of a decoded wall's luma where one source lies."""
+    area = y[rect.y : rect.y + rect.h, rect.x : rect.x + rect.w]
+    block = rect.w // 16
+    top, bottom = int(rect.h * 0.35), int(rect.h * 0.65)
+    value = 0
+    for bit in range(16):
+        x0 = bit * block + block // 4
+        x1 = (bit + 1) * block - block // 4
+        value = (value << 1) | int(area[top + 4 : bottom - 4, x0:x1].mean() > 128)
+    return value
+
+
+def picture_rect(tile: Rect) -> Rect:
+    """Where the compositor puts a 320x240 source inside ``tile`` (letterboxed)."""
+    return plan_tile(tile, SRC_W, SRC_H, FitMode.LETTERBOX).dst
+
+
+@dataclass
+class WallClient:
+    """An aiortc wall display: recvonly offer over signalling, keeps the latest frame."""
+
+    signalling: Client
+    pc: RTCPeerConnection
+    frames: int = 0
+    latest: VideoFrame | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def luma(self) -> U8:
+        frame = self.latest
+        assert frame is not None, "no wall frame decoded yet"
+        plane = frame.planes[0]
+        y = np.frombuffer(memoryview(plane), np.uint8).reshape(frame.height, plane.line_size)
+        return np.array(y[:, : frame.width])
+
+    async def consume(self, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                if isinstance(frame, VideoFrame):
+                    self.latest = frame
+                    self.frames += 1
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await self.pc.close()
+        await self.signalling.close()
+
+
+async def wall_client(app: Huishang) -> WallClient:
+    token = app.token_for(WALL)  # type: ignore[arg-type]
+    assert token is not None
+    signalling = await Client.connect(app.signalling_url, token)
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+    client = WallClient(signalling, pc)
+    pc.on("track", lambda track: client.tasks.append(asyncio.ensure_future(client.consume(track))))
+    pc.addTransceiver("audio", direction="recvonly")
+    pc.addTransceiver("video", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    reply = await signalling.request({"type": "offer", "sdp": pc.localDescription.sdp})
+    assert set(reply["slots"].values()) == {"main"}
+    await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+    await wait_for(lambda: pc.connectionState == "connected", 20, "wall client connected")
+    return client
+
+
+@dataclass
+class Publisher:
+    site: str
+    signalling: Client
+    media: LoopbackClient
+
+    async def close(self) -> None:
+        await self.media.close()
+        await self.signalling.close()
+
+
+async def publisher(app: Huishang, site: str) -> Publisher:
+    token = app.token_for(site)  # type: ignore[arg-type]
+    assert token is not None
+    signalling = await Client.connect(app.signalling_url, token)
+    media = LoopbackClient()
+    media.send(MarkedVideoTrack(TAGS[site], SRC_W, SRC_H), audio=False)
+    await media.pc.setLocalDescription(await media.pc.createOffer())
+    reply = await signalling.request({"type": "offer", "sdp": media.pc.localDescription.sdp})
+    await media.pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+    media.answer = Answer(reply["sdp"], reply["slots"])
+    await wait_for(lambda: media.pc.connectionState == "connected", 20, f"{site} connected")
+    return Publisher(site, signalling, media)
+
+
+async def geometry(app: Huishang, kind: str) -> list[Rect]:
+    """The tile rects the server says the 1920x1080 wall draws."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"{app.web_url}/api/layout-geometry", params={"kind": kind, "w": "1920", "h": "1080"}
+        ) as response,
+    ):
+        assert response.status == 200
+        body = await response.json()
+    return [Rect(*r) for r in body["rects"]]
+
+
+def layout(kind: str, *sources: str | None) -> dict[str, object]:
+    return {
+        "type": "layout",
+        "layout": {"output": "wall", "kind": kind, "tiles": [{"source": s} for s in sources]},
+    }
+
+
+async def tile_marks(wall: WallClient, tiles: list[Rect]) -> list[int]:
+    await wait_for(lambda: wall.latest is not None, 20, "a wall frame")
+    y = wall.luma()
+    return [read_mark_in(y, picture_rect(t)) for t in tiles]
+
+
+async def wait_tags(
+    wall: WallClient, tiles: list[Rect], want: list[int | None], what: str, timeout: float = 25
+) -> list[int]:
+    """Wait until tile i shows a mark with tag ``want[i]`` (None: not checked)."""
+    deadline = time.monotonic() + timeout
+    marks: list[int] = []
+    while time.monotonic() < deadline:
+        if wall.latest is not None:
+            marks = await tile_marks(wall, tiles)
+            if all(w is None or m >> 12 == w for m, w in zip(marks, want, strict=True)):
+                return marks
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}: tags {[m >> 12 for m in marks]}")
+
+
+@pytest.fixture
+async def operator(server: Huishang) -> Client:
+    token = server.token_for(OPERATOR)  # type: ignore[arg-type]
+    assert token is not None
+    client = await Client.connect(server.signalling_url, token)
+    yield client  # type: ignore[misc]
+    await client.close()
+
+
+# -- tests -----------------------------------------------------------------------------------
+
+
+async def test_four_sources_reach_their_tiles_and_follow_layout_changes(
+    server: Huishang, operator: Client
+) -> None:
+    publishers = [await publisher(server, s) for s in SOURCES]
+    wall = await wall_client(server)
+    try:
+        await operator.request(layout("4", *SOURCES))
+        tiles = await geometry(server, "4")
+        assert len(tiles) == 4 and tiles[0].y > 0  # tiles start below the banner band
+        output = server.walls.outputs["wall"]  # type: ignore[union-attr]
+        first = await wait_tags(wall, tiles, [TAGS[s] for s in SOURCES], "four tiles")
+        assert list(output.compositor.tile_rects()) == tiles
+        # every tile keeps moving: frame indices advance
+        await asyncio.sleep(1.0)
+        later = await wait_tags(wall, tiles, [TAGS[s] for s in SOURCES], "four tiles again")
+        assert all(a & 0xFFF != b & 0xFFF for a, b in zip(first, later, strict=True))
+        # one decoder per shown feed, nothing else decoded
+        assert set(server.walls.feeds.decoding) == set(SOURCES)  # type: ignore[union-attr]
+
+        # the operator switches to one tile: the wall client sees the new geometry
+        await operator.request(layout("1", LIEDE))
+        big = await geometry(server, "1")
+        assert big[0].w > tiles[0].w * 1.5
+        await wait_tags(wall, big, [TAGS[LIEDE]], "layout 1")
+        await wait_for(
+            lambda: set(server.walls.feeds.decoding) == {LIEDE},  # type: ignore[union-attr]
+            10,
+            "decoding only the shown feed",
+        )
+    finally:
+        await wall.close()
+        for p in publishers:
+            await p.close()
+
+
+async def test_a_vanished_publisher_shows_the_placeholder_while_others_update(
+    server: Huishang, operator: Client
+) -> None:
+    publishers = [await publisher(server, s) for s in SOURCES]
+    wall = await wall_client(server)
+    try:
+        await operator.request(layout("4", *SOURCES))
+        tiles = await geometry(server, "4")
+        await wait_tags(wall, tiles, [TAGS[s] for s in SOURCES], "four tiles")
+        gone = publishers[1]
+        await gone.close()  # 冼村街 drops off without a goodbye
+        lost = picture_rect(tiles[1])
+
+        def placeholder_shown() -> bool:
+            if wall.latest is None:
+                return False
+            return read_mark_in(wall.luma(), lost) >> 12 != TAGS[XIANCUN]
+
+        await wait_for(placeholder_shown, 20, "the vanished source's tile changes")
+        await asyncio.sleep(1.0)  # let the placeholder settle (VP8 refines it)
+        before, marks_before = wall.luma(), await tile_marks(wall, tiles)
+        count = wall.frames
+        await asyncio.sleep(1.5)
+        await wait_for(lambda: wall.frames > count + 10, 15, "the wall keeps coming")
+        after, marks_after = wall.luma(), await tile_marks(wall, tiles)
+        t = tiles[1]
+        region = (slice(t.y, t.y + t.h), slice(t.x, t.x + t.w))
+        diff = np.abs(before[region].astype(np.int16) - after[region].astype(np.int16))
+        assert diff.mean() < 2.0, diff.mean()  # the placeholder stands still
+        assert marks_after[1] >> 12 != TAGS[XIANCUN]
+        for i in (0, 2, 3):  # the others keep updating
+            assert marks_after[i] >> 12 == TAGS[SOURCES[i]]
+            assert marks_after[i] & 0xFFF != marks_before[i] & 0xFFF
+    finally:
+        await wall.close()
+        for p in publishers:
+            if p is not publishers[1]:
+                await p.close()
+
+
+async def test_bad_layouts_are_refused_and_the_wall_keeps_going(
+    server: Huishang, operator: Client
+) -> None:
+    source = await publisher(server, ZHUJI)
+    wall = await wall_client(server)
+    try:
+        await operator.request(layout("1", ZHUJI))
+        tiles = await geometry(server, "1")
+        await wait_tags(wall, tiles, [TAGS[ZHUJI]], "the one tile")
+        overlapping = {
+            "type": "layout",
+            "layout": {
+                "output": "wall",
+                "kind": "custom",
+                "tiles": [
+                    {"source": ZHUJI, "rect": [0, 0, 0.6, 1]},
+                    {"source": None, "rect": [0.5, 0, 0.5, 1]},
+                ],
+            },
+        }
+        refusals = [
+            (overlapping, "bad_request"),
+            (layout("4", "tianhe.nowhere"), "not_found"),
+            ({"type": "preset_load", "name": "没有这个预设"}, "not_found"),
+            (layout("4", WALL), "bad_request"),  # the wall shows no video of its own
+        ]
+        for request, code in refusals:
+            with pytest.raises(ClientError) as info:
+                await operator.request(request)
+            assert info.value.code == code, (request, info.value)
+        count = wall.frames
+        await wait_for(lambda: wall.frames > count + 15, 15, "wall frames after the refusals")
+        await wait_tags(wall, tiles, [TAGS[ZHUJI]], "the layout unchanged")
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(
+                f"{server.web_url}/api/layout-geometry",
+                params={"kind": "custom", "rects": json.dumps([[0, 0, 0.6, 1], [0.5, 0, 0.5, 1]])},
+            ) as response,
+        ):
+            assert response.status == 400
+            assert (await response.json())["error"] == "overlap"
+    finally:
+        await wall.close()
+        await source.close()
+
+
+async def test_an_unwatched_output_does_not_encode(server: Huishang, operator: Client) -> None:
+    output = server.walls.outputs["wall"]  # type: ignore[union-attr]
+    source = await publisher(server, ZHUJI)
+    try:
+        await operator.request(layout("1", ZHUJI))
+        await asyncio.sleep(0.5)
+        assert output.stats.frames == 0 and output.stats.idle_ticks > 0
+        wall = await wall_client(server)
+        await wait_for(lambda: wall.frames > 5, 20, "wall frames once watched")
+        assert output.stats.keyframes >= 1
+        await wall.close()
+        await wait_for(lambda: not output.watched, 10, "no display left")
+        frames = output.stats.frames
+        await asyncio.sleep(0.5)
+        assert output.stats.frames == frames
+    finally:
+        await source.close()
