@@ -136,11 +136,13 @@ async def geometry(app: Huishang, kind: str) -> list[Rect]:
     async with (
         aiohttp.ClientSession() as http,
         http.get(
-            f"{app.web_url}/api/layout-geometry", params={"kind": kind, "w": "1920", "h": "1080"}
+            f"{app.web_url}/api/layout-geometry",
+            params={"kind": kind, "w": "1920", "h": "1080", "output": "wall"},
         ) as response,
     ):
         assert response.status == 200
         body = await response.json()
+    assert body["band"] > 0 and body["output"] == "wall"
     return [Rect(*r) for r in body["rects"]]
 
 
@@ -296,11 +298,22 @@ async def test_bad_layouts_are_refused_and_the_wall_keeps_going(
             aiohttp.ClientSession() as http,
             http.get(
                 f"{server.web_url}/api/layout-geometry",
-                params={"kind": "custom", "rects": json.dumps([[0, 0, 0.6, 1], [0.5, 0, 0.5, 1]])},
+                params={
+                    "kind": "custom",
+                    "output": "wall",
+                    "rects": json.dumps([[0, 0, 0.6, 1], [0.5, 0, 0.5, 1]]),
+                },
             ) as response,
         ):
             assert response.status == 400
             assert (await response.json())["error"] == "overlap"
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(
+                f"{server.web_url}/api/layout-geometry", params={"kind": "4", "output": "nope"}
+            ) as response,
+        ):
+            assert response.status == 404
     finally:
         await wall.close()
         await source.close()

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from bridge.compositor import CompositorConfig, band_height, canvas_tile_rects
-from bridge.layout import LayoutError
+from bridge.compositor import band_height, canvas_tile_rects
+from bridge.layout import LayoutError, tile_rects
 from signalling.model import Role, SiteId
 
 if TYPE_CHECKING:
@@ -164,13 +164,16 @@ async def _attendance_csv(request: web.Request) -> web.Response:
 
 
 async def _layout_geometry(request: web.Request) -> web.Response:
-    """Tile rects in pixels, exactly as the wall output's compositor draws them.
+    """Tile rects in pixels (bridge.layout), or exactly as a wall output draws them.
 
     ``?kind=K&w=1920&h=1080``; a custom layout adds ``rects=`` (a JSON list of
-    ``[x, y, w, h]`` fractions); ``output`` names the wall output (default ``wall``). The
-    compositor keeps a band across the top for the banner and the clock and lays the tiles out
-    below it (:func:`bridge.compositor.canvas_tile_rects`); ``band`` is that band's height in
-    pixels (0 when none is shown). A layout the compositor would refuse is a 400 with the reason.
+    ``[x, y, w, h]`` fractions). With ``output=<id>`` (e.g. ``wall``) the rects are those that
+    output's compositor really draws on a ``w`` x ``h`` canvas: it keeps a band across the top
+    for the banner and the clock and lays the tiles out below it
+    (:func:`bridge.compositor.canvas_tile_rects`); the reply then adds ``output`` and ``band``
+    (the band's height in pixels, 0 when none is shown). Without ``output``: the layout's
+    geometry on the whole canvas. A layout the compositor would refuse is a 400 with the
+    reason; an unknown output a 404.
     """
     query = request.query
     kind = query.get("kind", "")
@@ -189,26 +192,35 @@ async def _layout_geometry(request: web.Request) -> web.Response:
         if not isinstance(custom, list):
             raise web.HTTPBadRequest(text="rects must be a JSON list of [x, y, w, h]")
     app = request.app[APP]
-    walls = app.walls
-    output = walls.outputs.get(query.get("output", "wall")) if walls is not None else None
-    base = output.config.compositor if output is not None else CompositorConfig()
+    output_id = query.get("output")
+    band = 0
     try:
-        config = dataclasses.replace(base, width=width & ~1, height=height & ~1)
-    except ValueError as exc:  # a canvas the compositor cannot have (under 16 pixels)
-        raise web.HTTPBadRequest(text=f"w and h: {exc}") from None
-    show_band = bool(app.conference.banner) or config.show_clock
-    band = band_height(config) if show_band and not config.banner_overlay else 0
-    try:
-        rects = canvas_tile_rects(config, kind, custom, show_band=show_band)
+        if output_id is None:
+            rects = tile_rects(kind, width, height, custom)
+        else:
+            output = app.walls.outputs.get(output_id) if app.walls is not None else None
+            if output is None:
+                raise web.HTTPNotFound(text=f"no wall output {output_id!r}")
+            try:
+                config = dataclasses.replace(
+                    output.config.compositor, width=width & ~1, height=height & ~1
+                )
+            except ValueError as exc:  # a canvas the compositor cannot have (under 16 px)
+                raise web.HTTPBadRequest(text=f"w and h: {exc}") from None
+            show_band = bool(app.conference.banner) or config.show_clock
+            band = band_height(config) if show_band and not config.banner_overlay else 0
+            rects = canvas_tile_rects(config, kind, custom, show_band=show_band)
     except LayoutError as exc:
         return web.json_response(
             {"error": exc.reason.value, "message": str(exc), "index": exc.index}, status=400
         )
     except OverflowError:  # a JSON integer too large for a float
         raise web.HTTPBadRequest(text="rects hold a number out of range") from None
-    return web.json_response(
-        {"kind": kind, "w": width, "h": height, "band": band, "rects": [list(r) for r in rects]}
-    )
+    body: dict[str, Any] = {"kind": kind, "w": width, "h": height}
+    if output_id is not None:
+        body |= {"output": output_id, "band": band}
+    body["rects"] = [list(r) for r in rects]
+    return web.json_response(body)
 
 
 async def _healthz(request: web.Request) -> web.Response:

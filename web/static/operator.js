@@ -24,6 +24,7 @@ import { connect, describeError, ProtocolError } from "/static/protocol.js";
 import { bi, groupSites, h, Notices } from "/static/ui.js";
 import { installDragAndDrop } from "/static/operator-dnd.js";
 import { displayable, Roster } from "/static/operator-roster.js";
+import { playWall } from "/static/wall-player.js";
 import {
   OUTPUT,
   buildPicker,
@@ -84,6 +85,7 @@ async function start() {
   }
   try {
     state.conn = await connect({ token: state.token, client: "wall-operator/1", onEvent, onState });
+    playWall(state.conn, $("preview"), { overlay: $("preview-empty") }); // the live wall output
   } catch (err) {
     console.warn("operator page stopped:", describeError(err));
   }
