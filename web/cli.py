@@ -2,6 +2,8 @@
 
 huishang serve [--config FILE] [--data DIR] [--host HOST] [--port PORT]
 huishang join --url URL --token TOKEN [--hand] [--no-ack] [--seconds N]
+              [--source testsrc|file:PATH|v4l2:/dev/videoN|rtsp://...] [--no-media]
+              [--previews N] [--ice-host ADDR]
 huishang token SITE [--config FILE] [--data DIR]
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import signal
@@ -21,7 +24,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 
+from bridge.ice import IceConfig, apply_ice_config
 from signalling.client import Client, ClientError
+from signalling.source import Source, open_source
+from signalling.terminal import MediaTerminal, TerminalConfig
 from web.config import ConfigError, default_config_path, load_config
 
 __all__ = ["main"]
@@ -43,12 +49,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="web port; signalling takes PORT+1 (0: free ports for both)",
     )
 
-    join = commands.add_parser("join", help="join a conference as a terminal (signalling)")
+    join = commands.add_parser("join", help="join a conference as a terminal")
     join.add_argument("--url", required=True, help="the server's web URL or a join link")
     join.add_argument("--token", default=None, help="the site's token (or ?token= in --url)")
     join.add_argument("--hand", action="store_true", help="raise a hand after joining")
     join.add_argument("--no-ack", action="store_true", help="do not answer roll calls")
     join.add_argument("--seconds", type=float, default=None, help="leave after N seconds")
+    join.add_argument(
+        "--source",
+        default="testsrc",
+        help="what to send: testsrc (a test pattern with the site's name), file:PATH, "
+        "v4l2:/dev/videoN or an rtsp:// URL (default: testsrc)",
+    )
+    join.add_argument("--no-media", action="store_true", help="signalling only, no media")
+    join.add_argument(
+        "--previews", type=int, default=0, help="extra receive-only video slots to offer"
+    )
+    join.add_argument(
+        "--ice-host",
+        action="append",
+        default=None,
+        help="gather ICE host candidates on this address only (repeatable; default: "
+        "127.0.0.1 when the server is on loopback, else every interface)",
+    )
 
     token = commands.add_parser("token", help="issue a new join token for a site")
     token.add_argument("site", help="site id, e.g. tianhe.zhuji")
@@ -112,10 +135,21 @@ async def _join(args: argparse.Namespace) -> int:
         print("huishang join: give --token or a join link with ?token=", file=sys.stderr)
         return 2
     signalling_url = await _signalling_url(url)
+    opened: Source | None = None
+    if not args.no_media:
+        if args.source != "testsrc":  # a camera or file that cannot open fails before joining
+            try:
+                opened = open_source(args.source)
+            except (ValueError, OSError) as exc:
+                print(f"huishang join: cannot open --source {args.source}: {exc}", file=sys.stderr)
+                return 2
+        _loopback_ice(args.ice_host, signalling_url)
     try:
         client = await Client.connect(signalling_url, token, client_name="huishang-join/0.1")
     except ClientError as exc:
         print(f"huishang join: refused: {exc}", file=sys.stderr)
+        if opened is not None:
+            opened[2]()
         return 1
     site = client.site
     _print({"joined": site, "session": client.session})
@@ -134,6 +168,24 @@ async def _join(args: argparse.Namespace) -> int:
         on_event(event)
     if args.hand:
         await client.request({"type": "hand", "up": True})
+    terminal: MediaTerminal | None = None
+    reporter: asyncio.Task[None] | None = None
+    if not args.no_media:
+        if opened is None:  # the test pattern shows the site's name
+            opened = open_source(args.source, str(site.get("name", "")))
+        video, audio, _stop = opened
+        terminal = MediaTerminal(
+            client, video=video, audio=audio, config=TerminalConfig(extra_videos=args.previews)
+        )
+        try:
+            slots = await terminal.start()
+        except (ClientError, ConnectionError, TimeoutError) as exc:
+            print(f"huishang join: media failed: {exc}", file=sys.stderr)
+            await terminal.close()
+            await client.close()
+            return 1
+        _print({"media": {"slots": slots, "source": args.source}})
+        reporter = asyncio.get_running_loop().create_task(_report(terminal))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -143,6 +195,10 @@ async def _join(args: argparse.Namespace) -> int:
     waiter = loop.create_task(stop.wait())
     await asyncio.wait([closed, waiter], timeout=args.seconds, return_when=asyncio.FIRST_COMPLETED)
     waiter.cancel()
+    if reporter is not None:
+        reporter.cancel()
+    if terminal is not None:
+        await terminal.close()
     if closed.done():
         print(
             f"huishang join: disconnected ({client.close_code} {client.close_reason})",
@@ -152,6 +208,24 @@ async def _join(args: argparse.Namespace) -> int:
     closed.cancel()
     await client.close()
     return 0
+
+
+def _loopback_ice(hosts: list[str] | None, signalling_url: str) -> None:
+    """ICE host candidates: the given addresses, else loopback for a server on loopback."""
+    if hosts is None:
+        host = urlsplit(signalling_url).hostname or ""
+        with contextlib.suppress(ValueError):
+            if host == "localhost" or ipaddress.ip_address(host).is_loopback:
+                hosts = ["127.0.0.1"]
+    if hosts:
+        apply_ice_config(IceConfig(host_addresses=tuple(hosts)))
+
+
+async def _report(terminal: MediaTerminal) -> None:
+    """Once a second: frames per second of ``main`` (and the rest of the media status)."""
+    while True:
+        await asyncio.sleep(1.0)
+        _print({"media": terminal.status()})
 
 
 async def _ack(client: Client) -> None:
