@@ -103,6 +103,11 @@ VALID: list[tuple[dict[str, Any], object]] = [
     ({"type": "banner", "text": "天河区防汛会商"}, m.Banner(text="天河区防汛会商", id=1)),
     ({"type": "banner", "text": ""}, m.Banner(text="", id=1)),
     ({"type": "record", "on": True}, m.Record(on=True, id=1)),
+    (
+        {"type": "preview", "slot": "extra2", "source": "tianhe.zhuji"},
+        m.Preview(slot="extra2", source=SiteId("tianhe.zhuji"), id=1),
+    ),
+    ({"type": "preview", "slot": "extra1", "source": None}, m.Preview("extra1", None, id=1)),
 ]
 
 
@@ -151,6 +156,11 @@ def test_nullable_fields_must_still_be_present(kind: str) -> None:
 # -- missing, mistyped, out of range ---------------------------------------------------------
 
 BAD: list[tuple[dict[str, Any], str]] = [
+    ({"type": "preview", "source": "a"}, "slot"),
+    ({"type": "preview", "slot": "main", "source": "a"}, "slot"),
+    ({"type": "preview", "slot": "extra", "source": "a"}, "slot"),
+    ({"type": "preview", "slot": "extra1"}, "source"),
+    ({"type": "preview", "slot": "extra1", "source": 3}, "source"),
     ({"type": "hello", "token": "t"}, "protocol"),
     ({"type": "hello", "protocol": "1", "token": "t"}, "protocol"),
     ({"type": "hello", "protocol": True, "token": "t"}, "protocol"),
