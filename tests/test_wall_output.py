@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -66,6 +67,7 @@ class WallClient:
     frames: int = 0
     latest: VideoFrame | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    watchers: list[Callable[[U8], None]] = field(default_factory=list)  # called per frame
 
     def luma(self) -> U8:
         frame = self.latest
@@ -81,6 +83,10 @@ class WallClient:
                 if isinstance(frame, VideoFrame):
                     self.latest = frame
                     self.frames += 1
+                    if self.watchers:
+                        luma = self.luma()
+                        for watcher in self.watchers:
+                            watcher(luma)
 
     async def close(self) -> None:
         for task in self.tasks:
@@ -331,8 +337,40 @@ async def test_an_unwatched_output_does_not_encode(server: Huishang, operator: C
         assert output.stats.keyframes >= 1
         await wall.close()
         await wait_for(lambda: not output.watched, 10, "no display left")
+        await asyncio.sleep(0.5)  # a frame already being made when the display left
         frames = output.stats.frames
         await asyncio.sleep(0.5)
         assert output.stats.frames == frames
     finally:
         await source.close()
+
+
+async def test_a_polled_tile_is_decoded_ahead_and_never_shows_grey(
+    server: Huishang, operator: Client
+) -> None:
+    publishers = [await publisher(server, s) for s in (ZHUJI, XIANCUN)]
+    wall = await wall_client(server)
+    feeds = server.walls.feeds  # type: ignore[union-attr]
+    try:
+        await operator.request(layout("1", ZHUJI))
+        tiles = await geometry(server, "1")
+        await wait_tags(wall, tiles, [TAGS[ZHUJI]], "the first polled site")
+        assert set(feeds.decoding) == {ZHUJI}
+        seen: list[int] = []
+        box = picture_rect(tiles[0])
+        wall.watchers.append(lambda y: seen.append(read_mark_in(y, box) >> 12))
+        await operator.request(
+            {"type": "poll", "target": 0, "sites": [ZHUJI, XIANCUN], "interval_s": 3}
+        )
+        # the next site is decoded before the switch (plan.upcoming)
+        await wait_for(lambda: XIANCUN in feeds.decoding, 2.5, "the next site decoded early")
+        assert TAGS[XIANCUN] not in seen  # not switched yet
+        await wait_for(lambda: TAGS[XIANCUN] in seen, 15, "the poll switches the tile")
+        await wait_for(lambda: seen[-10:].count(TAGS[XIANCUN]) == 10, 15, "frames after it")
+        await operator.request({"type": "poll", "target": 0, "sites": []})
+        # every frame showed one of the two sites: no placeholder, no grey in between
+        assert set(seen) <= {TAGS[ZHUJI], TAGS[XIANCUN]}, sorted(set(seen))
+    finally:
+        await wall.close()
+        for p in publishers:
+            await p.close()
