@@ -22,6 +22,9 @@
 //   media.setMuted(bool);          // mute self: the microphone track is disabled
 //   media.streams                  // the current slot streams (as given to onStreams)
 //   media.pc                       // the current RTCPeerConnection (tests read getStats on it)
+//   media.marks                    // performance.now() of this session's steps: start, offer
+//                                  //   (sent), answer (applied), connected, frame (first main
+//                                  //   video frame decoded, seen by the once-a-second stats)
 //   await media.negotiate(sdp)     // send one offer SDP; a refusal shows as a notice, null
 //   media.close()
 //
@@ -137,6 +140,7 @@ export class MediaLink {
     this.generation = 0;
     this.startedAt = 0;
     this.firstFrameMs = null; // ms from start() to the first decoded main video frame
+    this.marks = {};
     this._statsTimer = null;
     this._failTimer = null;
     this._last = null; // previous stats sample for rates
@@ -150,6 +154,8 @@ export class MediaLink {
     this.paused = { audio: false, video: false }; // a new session starts unpaused
     this.startedAt = performance.now();
     this.firstFrameMs = null;
+    this.marks = { start: this.startedAt };
+    const marks = this.marks;
     const iceServers = (conn.welcome && conn.welcome.ice_servers) || [];
     const pc = new RTCPeerConnection({ iceServers, bundlePolicy: "max-bundle" });
     this.pc = pc;
@@ -174,6 +180,7 @@ export class MediaLink {
     });
     const report = () => {
       if (generation !== this.generation) return;
+      if (pc.connectionState === "connected" && !marks.connected) marks.connected = performance.now();
       this.onState({
         pc: pc.connectionState,
         ice: pc.iceConnectionState,
@@ -188,12 +195,15 @@ export class MediaLink {
     report();
     try {
       await pc.setLocalDescription(await pc.createOffer());
+      marks.described = performance.now();
       await this._gathered(pc);
       if (generation !== this.generation) return;
       offered = true;
+      marks.offer = performance.now();
       const answer = await this.negotiate(pc.localDescription.sdp, generation);
       if (!answer || generation !== this.generation) return;
       answered = true;
+      marks.answer = performance.now();
       for (const candidate of late.splice(0)) this._sendCandidate(candidate);
     } catch (err) {
       if (generation === this.generation) {
@@ -371,7 +381,10 @@ export class MediaLink {
       fps: last && seconds > 0 ? Math.max(0, (frames - last.frames) / seconds) : 0,
       loss: received + lost > 0 ? lost / (received + lost) : 0,
     };
-    if (frames > 0 && this.firstFrameMs === null) this.firstFrameMs = now - this.startedAt;
+    if (frames > 0 && this.firstFrameMs === null) {
+      this.firstFrameMs = now - this.startedAt;
+      this.marks.frame = now;
+    }
     this._last = { generation, at: now, bytesIn, bytesOut, frames };
     this.onStats(stats);
   }

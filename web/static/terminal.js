@@ -14,7 +14,12 @@ const state = {
   me: null, role: null, sites: new Map(), floor: null, chair: null, hands: [], rollcall: null,
   mainLabel: null, // from `slots` events: what `main` carries now
 };
-const debug = { conn: null, media: null, pc: null, firstFrameAt: null, local: null };
+const debug = {
+  conn: null, media: null, pc: null, local: null,
+  firstFrameAt: null, // performance.now() (ms since navigation) of the first programme frame
+  localAt: null, // ... when the camera and microphone were ready
+  welcomeAt: null, // ... when the first welcome arrived
+};
 window.__huishang = debug;
 let conn = null;
 let media = null;
@@ -63,6 +68,7 @@ function onEvent(msg) {
   switch (msg.type) {
     case "welcome": {
       const c = msg.conference;
+      if (debug.welcomeAt === null) debug.welcomeAt = performance.now();
       state.me = msg.site.id;
       state.role = msg.site.role;
       state.sites = new Map(c.sites.map((s) => [s.id, s]));
@@ -131,10 +137,13 @@ async function startMedia() {
   // later one (a rejoin) is a new session with a new server-side peer.
   if (!conn || !conn.welcome || startedFor === conn.welcome.session) return;
   startedFor = conn.welcome.session;
-  if (!localReady) {
-    localReady = sendsMedia() ? acquireLocalMedia() : Promise.resolve({ stream: null, missing: [] });
+  let local = await localReady;
+  if (!sendsMedia() && local.stream) {
+    // observers and walls only watch: give the camera back
+    for (const track of local.stream.getTracks()) track.stop();
+    local = { stream: null, missing: [] };
+    localReady = Promise.resolve(local);
   }
-  const local = await localReady;
   debug.local = local;
   if (!media) {
     const missing = describeMissing(local);
@@ -222,6 +231,12 @@ $("mute").addEventListener("click", () => {
 });
 $("present").addEventListener("click", () => act({ type: "rollcall_ack" }));
 
+// The camera starts while signalling connects: joining is one click, and the first frame
+// comes sooner (getUserMedia takes a few hundred ms).
+localReady = acquireLocalMedia().then((local) => {
+  debug.localAt = performance.now();
+  return local;
+});
 connect({ token, client: "terminal-page/1", onEvent, onState })
   .then((c) => {
     conn = c;
