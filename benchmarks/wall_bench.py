@@ -1,0 +1,500 @@
+"""Wall output benchmark: 25 live 360p feeds → one 1080p wall at 30 fps, end to end.
+
+ARCHITECTURE.md budget: "wall output, 25 tiles of 360p → 1080p at 30 fps: decode + compose +
+encode ≤ 60 % of one core".
+
+What runs is the product's own path, minus the network (no ICE, DTLS or SRTP; those belong
+to the relay's budget):
+
+- each feed is a pre-encoded 360p VP8 clip (libvpx, ~600 kbit/s, a keyframe every 4 s, a
+  textured picture with a moving block, like a camera) whose every frame paints its index as
+  16 luma blocks; it is replayed at 30 fps as RTP (RFC 7741 packets from
+  :func:`bridge.encoder.packetize_vp8`), each feed with its own phase;
+- per feed, exactly what aiortc's ``RTCRtpReceiver`` does once decoding is on
+  (``Peer.set_decode``): depayload + ``JitterBuffer`` on the event loop, then aiortc's own
+  ``decoder_worker`` in a thread of its own, into a ``RemoteStreamTrack``;
+- :class:`bridge.feeds.FeedReader` moves decoded frames into a :class:`bridge.wall.WallOutput`
+  (layout ``25``, labels, banner, clock), which composes and encodes (VP8 1080p, its
+  :class:`~bridge.encoder.EncoderConfig` defaults) in its worker thread and packetises into its
+  publication.
+
+Measured over a steady window after a warm-up: CPU seconds per wall second of the whole
+process (``time.process_time``: decode threads, compose + encode thread, the loop's
+depayloading, jitter buffers, feed readers and RTP packetising, and the replay itself) and of
+each part (per-thread CPU clocks), as % of one core; the output frame rate; and the delay from
+a source frame's last RTP packet reaching the feed to the wall frame that first shows it
+leaving the encoder (the output is decoded afterwards, outside the measured window, and each
+tile's painted index read back).
+
+``--encoder`` also re-encodes canvases captured from the run with other libvpx settings
+(speed ``cpu-used``, threads, bitrate): the evidence behind :class:`EncoderConfig`'s defaults.
+
+Usage: ``python benchmarks/wall_bench.py [--seconds 10] [--feeds 25] [--encoder]``. Writes
+``benchmarks/results/wall.json``. Figures come from a shared, noisy 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import queue
+import statistics
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+import numpy.typing as npt
+from aiortc.codecs import depayload
+from aiortc.jitterbuffer import JitterBuffer
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtcrtpreceiver import RemoteStreamTrack, decoder_worker
+from aiortc.rtp import RtpPacket as AiortcRtpPacket
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bridge.compositor import TileSpec, canvas_tile_rects
+from bridge.encoder import EncoderConfig, Vp8Encoder, packetize_vp8
+from bridge.feeds import FeedReader
+from bridge.layout import Rect
+from bridge.rtp import RtpPacket
+from bridge.scaler import FitMode, plan_tile
+from bridge.wall import WallConfig, WallOutput
+
+U8 = npt.NDArray[np.uint8]
+FPS = 30
+SRC_W, SRC_H = 640, 360
+CLIP_FRAMES = 120  # 4 s: one keyframe per loop
+RESULTS = Path(__file__).resolve().parent / "results" / "wall.json"
+VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
+
+
+# -- the source clip ------------------------------------------------------------------------
+
+
+def paint_mark(y: U8, value: int) -> None:
+    """The frame index as 16 blocks across the middle band (as bridge.testkit.mark_frame)."""
+    h, w = y.shape
+    block = w // 16
+    top, bottom = int(h * 0.35), int(h * 0.65)
+    for bit in range(16):
+        on = (value >> (15 - bit)) & 1
+        y[top:bottom, bit * block : (bit + 1) * block] = 235 if on else 16
+
+
+def read_mark(y: U8, rect: Rect) -> int:
+    area = y[rect.y : rect.y + rect.h, rect.x : rect.x + rect.w]
+    block = rect.w // 16
+    top, bottom = int(rect.h * 0.35), int(rect.h * 0.65)
+    value = 0
+    for bit in range(16):
+        x0, x1 = bit * block + block // 4, (bit + 1) * block - block // 4
+        cell = area[top + 2 : bottom - 2, x0:x1]
+        value = (value << 1) | int(cell.mean() > 128)
+    return value
+
+
+def encode_clip() -> list[tuple[bytes, bool]]:
+    """A camera-like 360p clip: static texture, a moving textured block, the index marks."""
+    rng = np.random.default_rng(11)
+    coarse = rng.integers(40, 220, (SRC_H * 3 // 2 // 12 + 1, SRC_W // 12 + 1)).astype(np.uint8)
+    texture = cv2.resize(coarse, None, fx=12, fy=12, interpolation=cv2.INTER_CUBIC)
+    background: U8 = np.ascontiguousarray(texture[: SRC_H * 3 // 2, :SRC_W], dtype=np.uint8)
+    blob = cv2.resize(
+        rng.integers(0, 256, (12, 12)).astype(np.uint8), (96, 96), interpolation=cv2.INTER_CUBIC
+    )
+    encoder = Vp8Encoder(EncoderConfig(bitrate=600_000, keyframe_interval_s=1000), FPS)
+    out: list[tuple[bytes, bool]] = []
+    for i in range(CLIP_FRAMES):
+        picture = background.copy()
+        y = picture[:SRC_H]
+        x = int((SRC_W - 96) * (0.5 + 0.5 * np.sin(i / 15)))
+        y[10:106, x : x + 96] = blob
+        y[SRC_H - 106 : SRC_H - 10, SRC_W - 96 - x : SRC_W - x] = blob
+        paint_mark(y, i)
+        frame = av.VideoFrame.from_ndarray(picture, format="yuv420p")
+        encoded = encoder.encode(frame, keyframe=i == 0)
+        out.extend(encoded)
+    assert len(out) == CLIP_FRAMES and out[0][1]
+    return out
+
+
+# -- one feed: replay → aiortc's receive path → FeedReader ---------------------------------
+
+
+class Feed:
+    """One source replayed as RTP into aiortc's jitter buffer and decoder thread."""
+
+    def __init__(self, index: int, clip: list[tuple[bytes, bool]], output: WallOutput) -> None:
+        self.index = index
+        self.source_id = f"feed{index}"
+        self.packets = [packetize_vp8(data, i, 1200) for i, (data, _key) in enumerate(clip)]
+        self.jitter = JitterBuffer(capacity=512, is_video=True)
+        self.track = RemoteStreamTrack(kind="video")
+        self.input: queue.Queue[Any] = queue.Queue()
+        self.thread = threading.Thread(
+            target=decoder_worker,
+            args=(
+                asyncio.get_running_loop(),
+                self.input,
+                self.track._queue,
+                threading.Event(),
+            ),
+            daemon=True,
+        )
+        self.thread.start()
+        self.reader = FeedReader(self.source_id, self.track, [output])
+        self.sent_at: dict[int, list[float]] = defaultdict(list)  # clip index → send times
+        self.sequence = 1000 * index
+        self.frames = 0
+
+    def inject(self, frame_number: int) -> None:
+        clip_index = frame_number % CLIP_FRAMES
+        timestamp = (frame_number * (90000 // FPS)) & 0xFFFFFFFF
+        payloads = self.packets[clip_index]
+        for k, payload in enumerate(payloads):
+            packet = AiortcRtpPacket(
+                payload_type=96,
+                marker=int(k == len(payloads) - 1),
+                sequence_number=self.sequence & 0xFFFF,
+                timestamp=timestamp,
+                ssrc=1 + self.index,
+                payload=payload,
+            )
+            self.sequence += 1
+            packet._data = depayload(VP8, packet.payload)  # type: ignore[attr-defined]
+            _pli, encoded = self.jitter.add(packet)
+            if encoded is not None:
+                self.input.put((VP8, encoded))
+        self.sent_at[clip_index].append(time.time())
+        self.frames += 1
+
+    async def run(self, start: float, phase: float, stop: asyncio.Event) -> None:
+        n = 0
+        while not stop.is_set():
+            due = start + phase + n / FPS
+            wait = due - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self.inject(n)
+            n += 1
+
+    def close(self) -> None:
+        self.input.put(None)
+
+
+def thread_cpu(native_id: int) -> float:
+    """CPU seconds (user + system) of one thread of this process, from /proc."""
+    with open(f"/proc/self/task/{native_id}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+async def run(feeds_n: int, seconds: float, warmup: float) -> dict[str, Any]:
+    print(f"encoding the 360p source clip ({CLIP_FRAMES} frames)...", flush=True)
+    clip = encode_clip()
+    clip_kbps = sum(len(d) for d, _ in clip) * 8 / (CLIP_FRAMES / FPS) / 1000
+    kind = "25" if feeds_n <= 25 else "36"
+    config = WallConfig(output_id="wall", idle_when_unwatched=False)
+    output = WallOutput(config)
+    tiles = [TileSpec(f"feed{i}", f"街道{i + 1}") for i in range(feeds_n)]
+    output.set_layout(kind, None, tiles)
+    output.set_banner("天河区应急指挥中心 视频会商")
+    rects = canvas_tile_rects(config.compositor, kind, show_band=True)
+
+    produced: list[tuple[float, bytes]] = []  # (time the frame left the encoder, VP8 frame)
+    pending: list[bytes] = []
+    original_on_rtp = output.publication.on_rtp
+    first_packet_at = [0.0]
+
+    async def tap(packet: RtpPacket, now: float) -> None:
+        if not pending:
+            first_packet_at[0] = time.time()
+        pending.append(packet.payload[4:])
+        if packet.marker:
+            produced.append((first_packet_at[0], b"".join(pending)))
+            pending.clear()
+        await original_on_rtp(packet, now)
+
+    output.publication.on_rtp = tap  # type: ignore[method-assign]
+    feeds = [Feed(i, clip, output) for i in range(feeds_n)]
+    loop_id = threading.get_native_id()
+    worker_id = await asyncio.get_running_loop().run_in_executor(
+        output._executor, threading.get_native_id
+    )
+    stop = asyncio.Event()
+    start = time.monotonic() + 0.2
+    tasks = [
+        asyncio.ensure_future(f.run(start + 2 * f.index / FPS, f.index / feeds_n / FPS, stop))
+        for f in feeds
+    ]
+    output.start()
+    await asyncio.sleep(warmup + 2 * feeds_n / FPS)
+
+    decoder_ids = [f.thread.native_id for f in feeds if f.thread.native_id is not None]
+    before: dict[str, float] = {
+        "process": time.process_time(),
+        "wall": time.monotonic(),
+        "decode": sum(thread_cpu(t) for t in decoder_ids),
+        "worker": thread_cpu(worker_id),
+        "loop": thread_cpu(loop_id),
+        "compose": output.stats.compose_s,
+        "encode": output.stats.encode_s,
+        "frames": output.stats.frames,
+        "skipped": output.stats.skipped,
+        "feed_frames": sum(f.reader.frames for f in feeds),
+        "produced": len(produced),
+    }
+    await asyncio.sleep(seconds)
+    after: dict[str, float] = {
+        "process": time.process_time(),
+        "wall": time.monotonic(),
+        "decode": sum(thread_cpu(t) for t in decoder_ids),
+        "worker": thread_cpu(worker_id),
+        "loop": thread_cpu(loop_id),
+        "compose": output.stats.compose_s,
+        "encode": output.stats.encode_s,
+        "frames": output.stats.frames,
+        "skipped": output.stats.skipped,
+        "feed_frames": sum(f.reader.frames for f in feeds),
+        "produced": len(produced),
+    }
+    stop.set()
+    for task in tasks:
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for f in feeds:
+        f.close()
+        await f.reader.close()
+    await output.close()
+
+    elapsed = after["wall"] - before["wall"]
+
+    def pct(key: str) -> float:
+        return round(100 * (after[key] - before[key]) / elapsed, 1)
+
+    first, last = int(before["produced"]), int(after["produced"])
+    window = produced[first:last]
+    delays = measure_delays(produced, first, last, feeds, rects)
+    result: dict[str, Any] = {
+        "feeds": feeds_n,
+        "source": f"{SRC_W}x{SRC_H} VP8 {clip_kbps:.0f} kbit/s",
+        "canvas": f"{config.compositor.width}x{config.compositor.height}",
+        "layout": kind,
+        "encoder": {
+            "bitrate": config.encoder.bitrate,
+            "cpu_used": config.encoder.cpu_used,
+            "threads": config.encoder.threads,
+        },
+        "seconds": round(elapsed, 2),
+        "output_fps": round((after["frames"] - before["frames"]) / elapsed, 1),
+        "skipped_ticks": after["skipped"] - before["skipped"],
+        "decoded_fps_per_feed": round(
+            (after["feed_frames"] - before["feed_frames"]) / elapsed / feeds_n, 1
+        ),
+        "output_kbps": round(sum(len(d) for _, d in window) * 8 / elapsed / 1000),
+        "cpu_total_pct": pct("process"),
+        "cpu_decode_pct": pct("decode"),
+        "cpu_compose_pct": pct("compose"),
+        "cpu_encode_pct": pct("encode"),
+        "cpu_worker_thread_pct": pct("worker"),
+        "cpu_event_loop_pct": pct("loop"),
+        **delays,
+    }
+    result["cpu_decode_compose_encode_pct"] = round(
+        result["cpu_decode_pct"] + result["cpu_compose_pct"] + result["cpu_encode_pct"], 1
+    )
+    return result
+
+
+def measure_delays(
+    produced: list[tuple[float, bytes]],
+    first: int,
+    last: int,
+    feeds: list[Feed],
+    rects: tuple[Rect, ...],
+) -> dict[str, Any]:
+    """Decode the output (from its first keyframe) and find, per tile of the frames in
+    ``produced[first:last]``, when the source frame it shows was sent."""
+    decoder = av.CodecContext.create("libvpx", "r")
+    delays: list[float] = []
+    unreadable = 0
+    boxes = [plan_tile(r, SRC_W, SRC_H, FitMode.LETTERBOX).dst for r in rects]
+    seen: dict[tuple[int, int], float] = {}
+    for number, (produced_at, data) in enumerate(produced[:last]):
+        frames = decoder.decode(av.Packet(data))
+        if number < first:
+            continue
+        for frame in frames:
+            plane = frame.planes[0]
+            y = np.frombuffer(memoryview(plane), np.uint8).reshape(frame.height, plane.line_size)
+            for feed, box in zip(feeds, boxes, strict=False):
+                mark = read_mark(y, box)
+                if mark >= CLIP_FRAMES:
+                    unreadable += 1
+                    continue
+                key = (feed.index, mark)
+                sent = [t for t in feed.sent_at.get(mark, []) if t <= produced_at]
+                if not sent:
+                    unreadable += 1
+                    continue
+                sent_at = max(sent)
+                if seen.get(key) == sent_at:
+                    continue  # the same source frame shown again (no newer one yet)
+                seen[key] = sent_at
+                delays.append(produced_at - sent_at)
+    if not delays:
+        return {"delay_ms_median": None, "delay_ms_p95": None, "delay_samples": 0}
+    delays.sort()
+    return {
+        "delay_ms_median": round(1000 * statistics.median(delays), 1),
+        "delay_ms_p95": round(1000 * delays[int(0.95 * (len(delays) - 1))], 1),
+        "delay_ms_max": round(1000 * delays[-1], 1),
+        "delay_samples": len(delays),
+        "unreadable_tiles": unreadable,
+    }
+
+
+def wall_canvases(feeds_n: int, count: int) -> list[U8]:
+    """``count`` wall canvases composed offline from the decoded clip (each feed at its own
+    phase), as the live run composes them."""
+    clip = encode_clip()
+    decoder = av.CodecContext.create("libvpx", "r")
+    pictures: list[U8] = []
+    for data, _key in clip:
+        for frame in decoder.decode(av.Packet(data)):
+            pictures.append(np.asarray(frame.to_ndarray(), dtype=np.uint8))
+    kind = "25" if feeds_n <= 25 else "36"
+    config = WallConfig(idle_when_unwatched=False)
+    output = WallOutput(config)
+    output.set_layout(kind, None, [TileSpec(f"feed{i}", f"街道{i + 1}") for i in range(feeds_n)])
+    output.set_banner("天河区应急指挥中心 视频会商")
+    canvases = []
+    h = SRC_H
+    for n in range(count):
+        for i in range(feeds_n):
+            picture = pictures[(n + 7 * i) % len(pictures)]
+            planes = (
+                picture[:h],
+                picture[h : h + h // 4].reshape(h // 2, SRC_W // 2),
+                picture[h + h // 4 :].reshape(h // 2, SRC_W // 2),
+            )
+            output.push(f"feed{i}", planes, n / FPS)
+        frame = output.compositor.compose(n / FPS, f"2026-11-29 09:00:{n // FPS:02d}")
+        canvases.append(np.array(frame.to_ndarray(), dtype=np.uint8))
+    return canvases
+
+
+def encoder_sweep(feeds_n: int) -> list[dict[str, Any]]:
+    """Encode the same wall canvases with several libvpx settings (one run, interleaved
+    rounds, medians), so the settings compare under the same load."""
+    canvases = wall_canvases(feeds_n, 60)
+    settings = [
+        (6, 1, 5_000_000),
+        (10, 1, 5_000_000),
+        (16, 1, 5_000_000),
+        (10, 2, 5_000_000),
+        (10, 1, 4_000_000),
+        (10, 1, 6_000_000),
+    ]
+    samples: dict[tuple[int, int, int], list[float]] = defaultdict(list)
+    sizes: dict[tuple[int, int, int], int] = defaultdict(int)
+    for _round in range(2):
+        for setting in settings:
+            cpu_used, threads, bitrate = setting
+            config = EncoderConfig(bitrate=bitrate, cpu_used=cpu_used, threads=threads)
+            encoder = Vp8Encoder(config, FPS)
+            sizes[setting] = 0
+            for i, canvas in enumerate(canvases):
+                frame = av.VideoFrame.from_ndarray(canvas, format="yuv420p")
+                started = time.process_time()
+                encoded = encoder.encode(frame, keyframe=i == 0)
+                spent = time.process_time() - started
+                if i >= 10:  # past the keyframe and the rate controller's start
+                    samples[setting].append(spent)
+                    sizes[setting] += sum(len(d) for d, _ in encoded)
+    rows = []
+    for setting in settings:
+        cpu_used, threads, bitrate = setting
+        rows.append(
+            {
+                "cpu_used": cpu_used,
+                "threads": threads,
+                "bitrate": bitrate,
+                "cpu_ms_per_frame": round(1000 * statistics.median(samples[setting]), 2),
+                "kbps": round(sizes[setting] * 8 / ((len(canvases) - 10) / FPS) / 1000),
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--feeds", type=int, default=25)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--encoder", action="store_true", help="also sweep encoder settings")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    result = asyncio.run(run(args.feeds, args.seconds, args.warmup))
+    if args.encoder:
+        result["encoder_sweep"] = encoder_sweep(args.feeds)
+    print()
+    print(f"wall output: {result['feeds']} x {result['source']} -> {result['canvas']} at 30 fps")
+    print(f"{'measure':<44}{'value':>12}")
+    rows = [
+        ("output frame rate (fps)", result["output_fps"]),
+        ("decoded frames per feed (fps)", result["decoded_fps_per_feed"]),
+        ("output bitrate (kbit/s)", result["output_kbps"]),
+        ("CPU decode (% of one core)", result["cpu_decode_pct"]),
+        ("CPU compose (% of one core)", result["cpu_compose_pct"]),
+        ("CPU encode (% of one core)", result["cpu_encode_pct"]),
+        ("CPU decode + compose + encode (budget 60 %)", result["cpu_decode_compose_encode_pct"]),
+        ("CPU event loop (RTP, jitter buffers, feeds)", result["cpu_event_loop_pct"]),
+        ("CPU whole process (% of one core)", result["cpu_total_pct"]),
+        ("delay source frame -> wall frame, median ms", result["delay_ms_median"]),
+        ("delay p95 ms", result["delay_ms_p95"]),
+        ("machine load average (1 min)", round(os.getloadavg()[0], 2)),
+    ]
+    for name, value in rows:
+        print(f"{name:<44}{value!s:>12}")
+    if "encoder_sweep" in result:
+        print()
+        print(f"{'cpu-used':>9}{'threads':>9}{'bitrate':>10}{'ms/frame':>10}{'kbit/s':>9}")
+        for row in result["encoder_sweep"]:
+            print(
+                f"{row['cpu_used']:>9}{row['threads']:>9}{row['bitrate'] // 1000:>9}k"
+                f"{row['cpu_ms_per_frame']:>10}{row['kbps']:>9}"
+            )
+    if not args.no_write:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        document = {
+            "benchmark": "wall",
+            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+            "versions": {"python": platform.python_version(), "av": av.__version__},
+            "note": "shared 2-core machine under load from other jobs",
+            "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+            "budget": "decode + compose + encode <= 60 % of one core",
+            "result": result,
+        }
+        RESULTS.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+        print(f"\nwrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
