@@ -187,6 +187,7 @@ async def until(
     while time.monotonic() < deadline:
         value = await probe()
         if ok(value):
+            logger.info("%s: %.1f s", what, timeout - (deadline - time.monotonic()))
             return value
         await asyncio.sleep(0.25)
     raise AssertionError(f"timed out waiting for {what}; last value {value!r}")

@@ -676,6 +676,7 @@ const MEDIA_TEXT = {
   disconnected: ["媒体中断", "media interrupted"],
   failed: ["媒体失败", "media failed"],
   closed: ["媒体已关闭", "media closed"],
+  refused: ["媒体被拒绝", "media refused"],
 };
 
 function buildPreviewTiles() {

@@ -201,7 +201,11 @@ export class MediaLink {
       offered = true;
       marks.offer = performance.now();
       const answer = await this.negotiate(pc.localDescription.sdp, generation);
-      if (!answer || generation !== this.generation) return;
+      if (generation !== this.generation) return;
+      if (!answer) {
+        this.onState({ pc: "refused", ice: pc.iceConnectionState, gathering: pc.iceGatheringState, generation });
+        return;
+      }
       answered = true;
       marks.answer = performance.now();
       for (const candidate of late.splice(0)) this._sendCandidate(candidate);

@@ -126,6 +126,7 @@ const MEDIA_TEXT = {
   new: "媒体准备中 media starting", connecting: "媒体连接中 media connecting",
   connected: "媒体已连接 media connected", disconnected: "媒体中断 media interrupted",
   failed: "媒体失败 media failed", closed: "媒体已关闭 media closed",
+  refused: "媒体被拒绝 media refused",
 };
 
 function sendsMedia() {
