@@ -184,7 +184,9 @@ class Conference:
         old = self._live.get(site_id)
         if old is not None:
             old_session = self._sessions.pop(old)
-            self._previews.pop(old, None)
+            previews = self._previews.pop(old, None)
+            if previews:  # a rejoin resumes what the site had chosen to preview
+                self._previews[session_id] = previews
             if old_session.detached_at is None:
                 out.closes.append((old, CLOSE_REPLACED, "replaced by a newer session of this site"))
         self._sessions[session_id] = _Session(session_id, site, now)

@@ -1223,3 +1223,19 @@ ConferenceMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 test_random_sequences_keep_the_invariants = ConferenceMachine.TestCase
+
+
+def test_previews_follow_a_rejoin_of_the_same_site(busy: Harness) -> None:
+    busy.c.set_media(busy.session[CHAIR], ["main", "extra1"])
+    busy.do(CHAIR, 1.0, type="preview", slot="extra1", source=ZHUJI)
+    route = busy.c.plan.route(busy.session[CHAIR])
+    assert route is not None and route.video["extra1"] == ZHUJI
+    busy.c.detach(busy.session[CHAIR], 2.0)
+    busy.join(CHAIR, 3.0)  # within the grace period: the new session resumes
+    busy.c.set_media(busy.session[CHAIR], ["main", "extra1"])
+    route = busy.c.plan.route(busy.session[CHAIR])
+    assert route is not None and route.video["extra1"] == ZHUJI
+    with pytest.raises(NotFound):  # a slot the session never negotiated
+        busy.do(CHAIR, 4.0, type="preview", slot="extra2", source=ZHUJI)
+    with pytest.raises(Forbidden):
+        busy.do(ZHUJI, 4.0, type="preview", slot="extra1", source=LIEDE)
