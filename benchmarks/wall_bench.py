@@ -29,7 +29,8 @@ tile's painted index read back).
 ``--encoder`` also re-encodes canvases captured from the run with other libvpx settings
 (speed ``cpu-used``, threads, bitrate): the evidence behind :class:`EncoderConfig`'s defaults.
 
-Usage: ``python benchmarks/wall_bench.py [--seconds 10] [--feeds 25] [--encoder]``. Writes
+Usage: ``python benchmarks/wall_bench.py [--seconds 10] [--feeds 25] [--encoder]
+[--scaling 4 9 16]`` (the last also runs those feed counts, for a table of CPU per feed). Writes
 ``benchmarks/results/wall.json``. Figures come from a shared, noisy 2-core machine.
 """
 
@@ -448,11 +449,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--encoder", action="store_true", help="also sweep encoder settings")
+    parser.add_argument(
+        "--scaling", type=int, nargs="*", default=[], help="also run with these feed counts"
+    )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     result = asyncio.run(run(args.feeds, args.seconds, args.warmup))
     if args.encoder:
         result["encoder_sweep"] = encoder_sweep(args.feeds)
+    scaling = []
+    for feeds_n in args.scaling:
+        case = asyncio.run(run(feeds_n, args.seconds, args.warmup))
+        scaling.append({k: v for k, v in case.items() if not k.startswith("delay_ms_max")})
     print()
     print(f"wall output: {result['feeds']} x {result['source']} -> {result['canvas']} at 30 fps")
     print(f"{'measure':<44}{'value':>12}")
@@ -480,6 +488,16 @@ def main() -> None:
                 f"{row['cpu_used']:>9}{row['threads']:>9}{row['bitrate'] // 1000:>9}k"
                 f"{row['cpu_ms_per_frame']:>10}{row['kbps']:>9}"
             )
+    if scaling:
+        print()
+        head = f"{'feeds':>6}{'out fps':>9}{'decode %':>10}{'compose %':>11}{'encode %':>10}"
+        print(f"{head}{'sum %':>8}")
+        for case in [*scaling, result]:
+            print(
+                f"{case['feeds']:>6}{case['output_fps']:>9}{case['cpu_decode_pct']:>10}"
+                f"{case['cpu_compose_pct']:>11}{case['cpu_encode_pct']:>10}"
+                f"{case['cpu_decode_compose_encode_pct']:>8}"
+            )
     if not args.no_write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         document = {
@@ -491,6 +509,7 @@ def main() -> None:
             "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
             "budget": "decode + compose + encode <= 60 % of one core",
             "result": result,
+            "scaling": scaling,
         }
         RESULTS.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
         print(f"\nwrote {RESULTS}")

@@ -45,12 +45,25 @@ VIDEO_CLOCK_RATE = 90000
 class EncoderConfig:
     """Settings of a wall output's VP8 encoder (libvpx through PyAV).
 
-    Defaults measured on the 2-core machine (``benchmarks/wall_bench.py --encoder``, 1080p
-    wall of 25 moving 360p tiles): ``cpu_used=10`` with one thread encodes a frame in about a
-    third of the time of ``cpu_used=6`` (aiortc's setting) at the same bitrate, and threads
-    above one buy no CPU (they only split the same work), so the encoder keeps to one core
-    and the decoders keep the other. 5 Mbit/s holds the tile labels and the frame marks of
-    25 tiles legible at 1080p.
+    Picked by measurement (``benchmarks/wall_bench.py --encoder``: the same 50 composed 1080p
+    canvases of 25 moving 360p tiles encoded with each setting, one run, shared 2-core
+    machine; ``benchmarks/results/wall.json``):
+
+    ====================  ==================  ============
+    setting               CPU ms per frame    kbit/s
+    ====================  ==================  ============
+    cpu-used 6 (aiortc)   19.6 – 20.5         4400
+    cpu-used 10           12.5 – 16.5         4570 – 4840
+    cpu-used 16           11.8 – 15.8         4910
+    cpu-used 10, 2 thr.   20.4 – 22.0         4950 – 6160
+    ====================  ==================  ============
+
+    ``cpu_used=10`` costs about a third less than aiortc's setting and keeps the rate on
+    target (16 saves little more and overshoots); a second thread only adds CPU (it splits
+    the same work and costs the decoders their core), so one thread. The bitrate barely
+    changes the CPU; 5 Mbit/s keeps labels and the frame marks of 25 tiles legible at 1080p.
+    Keyframes: displays ask with PLI when they need one (answered within
+    ``WallConfig.min_keyframe_interval_s``), so the periodic one is only a safety net.
     """
 
     bitrate: int = 5_000_000  # bits per second
