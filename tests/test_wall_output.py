@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -21,10 +22,12 @@ from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSess
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
 
+from bridge.compositor import CompositorConfig, TileSpec
 from bridge.layout import Rect
 from bridge.peer import Answer
 from bridge.scaler import FitMode, plan_tile
 from bridge.testkit import LoopbackClient, MarkedVideoTrack, wait_for
+from bridge.wall import WallConfig, WallOutput
 from signalling.client import Client, ClientError
 from web.app import Huishang
 
@@ -152,7 +155,7 @@ async def geometry(app: Huishang, kind: str) -> list[Rect]:
     return [Rect(*r) for r in body["rects"]]
 
 
-def layout(kind: str, *sources: str | None) -> dict[str, object]:
+def layout(kind: str, *sources: str | None) -> dict[str, Any]:
     return {
         "type": "layout",
         "layout": {"output": "wall", "kind": kind, "tiles": [{"source": s} for s in sources]},
@@ -181,11 +184,11 @@ async def wait_tags(
 
 
 @pytest.fixture
-async def operator(server: Huishang) -> Client:
+async def operator(server: Huishang) -> AsyncIterator[Client]:
     token = server.token_for(OPERATOR)  # type: ignore[arg-type]
     assert token is not None
     client = await Client.connect(server.signalling_url, token)
-    yield client  # type: ignore[misc]
+    yield client
     await client.close()
 
 
@@ -374,3 +377,34 @@ async def test_a_polled_tile_is_decoded_ahead_and_never_shows_grey(
         await wall.close()
         for p in publishers:
             await p.close()
+
+
+async def test_keyframe_requests_are_coalesced_and_a_broken_source_does_not_stop_the_wall() -> None:
+    config = WallConfig(
+        compositor=CompositorConfig(width=320, height=180), idle_when_unwatched=False
+    )
+    output = WallOutput(config)
+    output.set_layout("2", None, [TileSpec("a", "甲"), TileSpec("b", "乙")])
+    output.start()
+    try:
+        await wait_for(lambda: output.stats.frames >= 3, 10, "first frames")
+        assert output.stats.keyframes == 1  # the first frame only
+        for _ in range(5):  # five displays ask at once (PLI through the publication)
+            output.request_keyframe()
+        frames = output.stats.frames
+        await wait_for(lambda: output.stats.frames >= frames + 10, 10, "frames after")
+        assert output.stats.keyframe_requests == 5
+        assert output.stats.keyframes == 2  # one forced keyframe answered all five
+        # a source sending garbage: its tile shows no signal, the wall goes on
+        bad = np.zeros((7, 3), np.uint8)
+        output.push("a", (bad, bad, bad), time.monotonic())
+        good = np.full((120, 160), 200, np.uint8)
+        chroma = np.full((60, 80), 128, np.uint8)
+        output.push("b", (good, chroma, chroma), time.monotonic())
+        frames = output.stats.frames
+        await wait_for(lambda: output.stats.frames >= frames + 10, 10, "frames with bad input")
+        assert output.stats.errors == 0
+        assert output.compositor.stats.malformed_frames == 1
+    finally:
+        await output.close()
+    assert output.publication.closed
