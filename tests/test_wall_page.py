@@ -91,6 +91,26 @@ async def test_the_wall_page_plays_and_shows_the_overlay_when_the_server_stops(
     assert not errors, errors
 
 
+async def test_the_wall_page_rejoins_by_itself_after_a_signalling_restart(
+    context: BrowserContext, server: Huishang
+) -> None:
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(server.join_url("tianhe.wall"))
+    overlay = page.locator('[data-testid="overlay"]')
+    await expect(overlay).to_be_hidden()
+    first_pc = await page.evaluate("() => window.huishangWall.link.generation")
+    await server.signalling.close()  # every socket drops; media sessions end with them
+    await expect(overlay).to_be_visible()
+    await server.signalling.start()  # /api/info names the new port; the page rediscovers it
+    await expect(overlay).to_be_hidden(timeout=40_000)
+    assert await page.evaluate("() => window.huishangWall.link.generation") > first_pc
+    frames = await wait_frames_above(page, 0)  # the new peer connection decodes
+    await wait_frames_above(page, frames + 10)
+    assert not errors, errors
+
+
 async def test_a_bad_token_shows_why(context: BrowserContext, server: Huishang) -> None:
     page = await context.new_page()
     await page.goto(f"{server.web_url}/wall?token=wrong")
