@@ -23,7 +23,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import BrowserContext, Page, async_playwright, expect
 
-from bridge.layout import tile_rects
+from bridge.compositor import CompositorConfig, canvas_tile_rects
 from signalling.client import Client
 from signalling.model import SiteId
 from web.app import Huishang
@@ -225,7 +225,7 @@ async def test_picking_a_kind_reaches_the_wall_and_tiles_match_the_compositor(
     await expect(operator.locator(f"{WALL} [data-tile]")).to_have_count(8)
     box = await operator.locator(WALL).bounding_box()
     assert box is not None
-    for index, rect in enumerate(tile_rects("1+7", 1920, 1080)):
+    for index, rect in enumerate(canvas_tile_rects(CompositorConfig(), "1+7")):
         got = await tile(operator, index).bounding_box()
         assert got is not None
         assert abs((got["x"] - box["x"]) / box["width"] - rect.x / 1920) < 0.01

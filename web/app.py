@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from bridge.aiortc_adapter import check_aiortc_internals
 from bridge.ice import IceConfig, apply_ice_config
 from bridge.peer import PeerConfig
 from bridge.relay import Relay
@@ -140,6 +141,7 @@ class Huishang:
             ssl=ssl_context,
         )
         persist = _FactWriter(store, conference_id)
+        check_aiortc_internals()  # the relay reaches into aiortc: fail at start, not mid-call
         undo_ice = apply_ice_config(IceConfig(host_addresses=config.ice.host_addresses))
         media = MediaBridge(conference, Relay(), _peer_config(config))
         signalling = SignallingServer(

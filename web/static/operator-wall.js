@@ -91,7 +91,9 @@ export function geometryKey(layout) {
 export async function geometry(layout) {
   const key = geometryKey(layout);
   if (cache.has(key)) return cache.get(key);
-  const params = new URLSearchParams({ kind: layout.kind, w: WALL_W, h: WALL_H });
+  // output=: the rects the wall output really draws (below its banner/clock band)
+  const output = layout.output || OUTPUT;
+  const params = new URLSearchParams({ kind: layout.kind, w: WALL_W, h: WALL_H, output });
   if (layout.kind === "custom") params.set("rects", JSON.stringify(layout.tiles.map((t) => t.rect)));
   let result;
   try {
