@@ -7,10 +7,14 @@ After every change of the conference the server calls :meth:`MediaBridge.apply` 
 switches at the next keyframe, without renegotiation) and mutes at the relay every publication
 whose site is muted, so a muted site's audio is not forwarded at all.
 
-Programme audio: the protocol negotiates one audio slot (``main``) per subscriber, so it carries
-one source. Until the server-side mixer (cascade issue) is in, ``main`` audio carries the floor
-holder while someone holds the floor, else the chair; the floor holder hears the chair, and the
-chair hears the floor holder. Mix-minus holds by construction: no one is routed their own audio.
+Programme audio: the protocol negotiates one audio slot (``main``) per subscriber, and the plan
+names its sources (the chair and the floor holder, minus the subscriber, minus muted sites). A
+slot with one live source carries that site's own RTP, forwarded as is: the chair hears the
+floor holder, the floor holder hears the chair, and with no floor everyone hears the chair. A
+slot with two carries the server's mix (:class:`bridge.mixer.AudioMixer`, published as
+``programme-audio``), and only then are those two microphones decoded. Mix-minus holds by
+construction: no one is routed their own audio. Without a mixer (:meth:`MediaBridge.use_mixer`
+not called) such a slot falls back to the floor holder alone.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from bridge.errors import OfferError, UnsupportedCodecError
+from bridge.mixer import AudioMixer
 from bridge.peer import Peer, PeerConfig
 from bridge.publication import Publication
 from bridge.relay import Relay
@@ -49,6 +54,8 @@ class MediaBridge:
         self.local_sources: dict[str, dict[str, Publication]] = {}
         #: Called with the plan after every :meth:`apply` (the wall director follows it).
         self.listeners: list[Callable[[RoutingPlan], None]] = []
+        #: The programme audio mix (:meth:`use_mixer`); None: one source per slot only.
+        self.mixer: AudioMixer | None = None
 
     # -- MediaPlane ---------------------------------------------------------------------------
 
@@ -89,7 +96,20 @@ class MediaBridge:
     async def close(self) -> None:
         for session in list(self._peers):
             await self.close_session(session)
+        if self.mixer is not None:
+            mixer, self.mixer = self.mixer, None
+            self.local_sources.pop(mixer.id, None)
+            self.relay.remove_publication(mixer.publication)
+            await mixer.close()
         self.relay.close()
+
+    def use_mixer(self, mixer: AudioMixer) -> None:
+        """Publish *mixer* as the programme audio mix and route two-source slots to it."""
+        self.mixer = mixer
+        self.relay.add_publication(mixer.publication)
+        self.local_sources[mixer.id] = {"audio": mixer.publication}
+        mixer.start()
+        self.apply(self.conference.plan)
 
     # -- routing ------------------------------------------------------------------------------
 
@@ -112,6 +132,7 @@ class MediaBridge:
     def apply(self, plan: RoutingPlan) -> None:
         """Make every slot carry what *plan* says; mute muted sites' audio at the relay."""
         muted = self.conference.audio_muted()
+        mixed: dict[str, Peer | None] = {}  # the sources some slot hears mixed
         for session, peer in self._peers.items():
             site = self._sites[session]
             microphone = peer.publication("audio")
@@ -124,15 +145,27 @@ class MediaBridge:
                 slot = peer.slot(slot_name, "video")
                 if slot is not None:
                     self._route(slot, self.publication(source, "video"))
-            speaker = route.audio[-1] if route.audio else None  # floor holder, else chair
             slot = peer.slot("main", "audio")
             if slot is not None:
-                self._route(slot, self.publication(speaker, "audio"))
+                self._route(slot, self._programme_audio(route.audio, mixed))
+        if self.mixer is not None:
+            self.mixer.update(mixed)
         for listener in tuple(self.listeners):
             try:
                 listener(plan)
             except Exception:
                 logger.exception("a media plan listener failed")
+
+    def _programme_audio(
+        self, sources: tuple[SiteId, ...], mixed: dict[str, Peer | None]
+    ) -> Publication | None:
+        """What a ``main`` audio slot with programme audio *sources* carries: nothing, the one
+        live source's own publication, or the mix (whose sources go into *mixed*)."""
+        live = [s for s in sources if (p := self.publication(s, "audio")) and not p.closed]
+        if len(live) < 2 or self.mixer is None:
+            return self.publication(live[-1], "audio") if live else None  # floor, else chair
+        mixed.update((s, self.peer_of(s)) for s in live)
+        return self.mixer.publication
 
     def _route(self, slot: Any, publication: Publication | None) -> None:
         if slot.source is publication or (publication is not None and slot.pending is publication):

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from bridge.aiortc_adapter import check_aiortc_internals
 from bridge.ice import IceConfig, apply_ice_config
+from bridge.mixer import AudioMixer
 from bridge.peer import PeerConfig
 from bridge.relay import Relay
 from signalling import conference as conf
@@ -151,6 +152,7 @@ class Huishang:
         app.media, app._undo_ice = media, undo_ice
         app.walls = WallDirector.for_conference(conference, media)
         app.walls.start()
+        media.use_mixer(AudioMixer(relay_config=media.relay.config))  # programme audio mix
         signalling.authenticate = app.authenticate
         await signalling.start()
         try:
