@@ -138,6 +138,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Huishang]:
     thread.stop()
 
 
+# The sync connections outlive the function that opens them (hypothesis drives them), so they
+# are not context managers; websockets warns about that.
+pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager")
+
+
 def welcomed(app: Huishang, site: str) -> ClientConnection:
     ws = connect(app.signalling_url, compression=None, max_size=None)
     token = app.token_for(site)  # type: ignore[arg-type]
