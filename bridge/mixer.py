@@ -15,9 +15,12 @@ it mixes exactly the sources :meth:`AudioMixer.update` names, like
 - Clock: a tick every 20 ms takes one frame (960 samples) from each buffer; a source with
   nothing buffered counts as silence, so a source that stalls or vanishes never stalls the
   mix. A buffer that underran waits for ``prefill_ms`` before it plays again (a small jitter
-  buffer); one that overflows ``buffer_ms`` drops its oldest samples (bounded latency). A
-  tick missed by a slow machine is skipped, never queued: its frame is dropped from every
-  buffer and the RTP clock advances past it.
+  buffer); one that holds more than ``high_water_ms`` after a tick (a burst after a stall)
+  drops its oldest samples down to ``prefill_ms``, and none ever holds more than
+  ``buffer_ms`` (bounded latency). Ticks the event loop was late for are made up at once,
+  up to ``max_catchup_frames`` (the mix is cheap; a receiver copes with a burst better than
+  with a gap); beyond that they are skipped, never queued, and the RTP clock advances past
+  them.
 - Mix: the frames are summed in int32 and passed through a peak :class:`Limiter` (instant
   attack, gradual release, a final clip as a safety net), so a loud sum never wraps around.
 - Encode once with libopus (PyAV), mono, one 20 ms frame per packet (RFC 7587 4.2: one Opus
@@ -87,6 +90,8 @@ class MixerConfig:
     - ``application``: libopus tuning, ``voip`` (speech) or ``audio``.
     - ``buffer_ms``: bound on what one source may have buffered; older samples are dropped.
     - ``prefill_ms``: a source that ran dry plays again once this much has arrived.
+    - ``high_water_ms``: a source holding more than this after a tick is cut to the prefill.
+    - ``max_catchup_frames``: late ticks made up at once; beyond this many, skipped.
     - ``release_per_frame``: how much the limiter's gain may recover per 20 ms frame.
     """
 
@@ -95,6 +100,8 @@ class MixerConfig:
     application: str = "voip"
     buffer_ms: int = 200
     prefill_ms: int = 40
+    high_water_ms: int = 120
+    max_catchup_frames: int = 5
     release_per_frame: float = 0.05
     sender_report_interval_s: float = 1.0
     idle_when_unwatched: bool = True
@@ -106,8 +113,10 @@ class MixerConfig:
             raise ValueError(f"bitrate must lie in 6000..510000 (RFC 6716), got {self.bitrate}")
         if self.application not in ("voip", "audio", "lowdelay"):
             raise ValueError(f"application must be voip, audio or lowdelay: {self.application!r}")
-        if self.prefill_ms < 0 or self.buffer_ms < self.prefill_ms + 20:
-            raise ValueError("need 0 <= prefill_ms and buffer_ms >= prefill_ms + 20")
+        if not 0 <= self.prefill_ms <= self.high_water_ms - 20 <= self.buffer_ms - 20:
+            raise ValueError("need 0 <= prefill_ms <= high_water_ms - 20 <= buffer_ms - 20")
+        if self.max_catchup_frames < 0:
+            raise ValueError("max_catchup_frames must not be negative")
         if not 0 < self.release_per_frame <= 1:
             raise ValueError("release_per_frame must lie in (0, 1]")
 
@@ -118,12 +127,12 @@ class MixerStats:
 
     ticks: int = 0
     frames: int = 0  # mixed and encoded
-    skipped: int = 0  # ticks missed because the loop was late
+    caught_up: int = 0  # frames made late (the loop was late) but sent
+    skipped: int = 0  # frames never made: the loop was too late
     idle_ticks: int = 0
     packets: int = 0
     octets: int = 0
     underruns: int = 0  # a named source had nothing for a tick
-    overflows: int = 0  # samples dropped because a source's buffer was full
     limited: int = 0  # frames whose sum the limiter turned down
     errors: int = 0
     work_s: float = 0.0  # CPU seconds mixing and encoding (decoding runs in aiortc's threads)
@@ -156,16 +165,18 @@ class SourceBuffer:
 
     :meth:`take` returns exactly ``count`` samples or None (nothing yet: silence). After
     running dry the buffer waits until ``prefill`` samples have arrived, so arrival jitter
-    costs one gap, not a gap per packet.
+    costs one gap, not a gap per packet. More than ``high_water`` samples left after a take
+    (a burst after a stall) are cut back to ``prefill``, oldest first: latency stays bounded.
     """
 
-    def __init__(self, capacity: int, prefill: int) -> None:
+    def __init__(self, capacity: int, prefill: int, high_water: int | None = None) -> None:
         self.capacity = capacity
         self.prefill = prefill
+        self.high_water = capacity if high_water is None else high_water
         self._chunks: collections.deque[np.ndarray] = collections.deque()
         self._size = 0
         self._playing = False
-        self.dropped = 0  # samples dropped on overflow
+        self.dropped = 0  # samples dropped on overflow or above the high water mark
 
     def __len__(self) -> int:
         return self._size
@@ -175,17 +186,21 @@ class SourceBuffer:
             return
         self._chunks.append(samples)
         self._size += len(samples)
-        while self._size > self.capacity:
-            excess = self._size - self.capacity
+        if self._size > self.capacity:
+            self._drop(self._size - self.capacity)
+
+    def _drop(self, count: int) -> None:
+        """Drop the oldest ``count`` samples."""
+        self.dropped += count
+        self._size -= count
+        while count:
             head = self._chunks[0]
-            if len(head) <= excess:
+            if len(head) <= count:
                 self._chunks.popleft()
-                self._size -= len(head)
-                self.dropped += len(head)
+                count -= len(head)
             else:
-                self._chunks[0] = head[excess:]
-                self._size -= excess
-                self.dropped += excess
+                self._chunks[0] = head[count:]
+                count = 0
 
     def take(self, count: int) -> np.ndarray | None:
         if not self._playing:
@@ -207,6 +222,8 @@ class SourceBuffer:
                 self._chunks[0] = head[needed:]
                 needed = 0
         self._size -= count
+        if self._size > self.high_water:
+            self._drop(self._size - self.prefill)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def clear(self) -> None:
@@ -403,6 +420,7 @@ class AudioMixer:
             buffer = SourceBuffer(
                 config.buffer_ms * AUDIO_CLOCK_RATE // 1000,
                 config.prefill_ms * AUDIO_CLOCK_RATE // 1000,
+                config.high_water_ms * AUDIO_CLOCK_RATE // 1000,
             )
             reader = AudioReader(track, buffer, on_end=self._ended)
             self._readers[track] = reader
@@ -453,20 +471,17 @@ class AudioMixer:
             if next_at > now:
                 await asyncio.sleep(next_at - now)
                 now = self._clock()
-            missed = int((now - next_at) // _FRAME_S)
-            if missed > 0:  # late: skip those frames, never queue them
-                self.stats.skipped += missed
-                self._frame_index += missed
-                next_at += missed * _FRAME_S
-                for source in self._sources.values():
-                    for _ in range(missed):
-                        source.buffer.take(FRAME_SAMPLES)
-            next_at += _FRAME_S
+            late = int((now - next_at) // _FRAME_S)  # whole frames the loop is behind
+            next_at += (late + 1) * _FRAME_S
+            count = late + 1
+            if late > self.config.max_catchup_frames:  # far behind: skip, never queue
+                self.stats.skipped += late
+                self._frame_index += late
+                count = 1
             self.stats.ticks += 1
-            index = self._frame_index
-            self._frame_index += 1
             if not self._sources or (self.config.idle_when_unwatched and not self.watched):
                 self.stats.idle_ticks += 1
+                self._frame_index += count
                 self._idle = True
                 continue
             if self._idle:  # a new talkspurt: start from fresh buffers, mark its first packet
@@ -474,15 +489,21 @@ class AudioMixer:
                 self._talkspurt = True
                 for source in self._sources.values():
                     source.buffer.clear()
-            try:
-                await self._tick(index)
-            except Exception:
-                self.stats.errors += 1
-                if not self._error_logged:
-                    self._error_logged = True
-                    logger.exception("programme audio %s could not make a frame", self.id)
-                continue
-            self._error_logged = False
+            if count > 1:
+                self.stats.caught_up += count - 1
+                await asyncio.sleep(0)  # let the readers push what arrived meanwhile
+            for _ in range(count):
+                index = self._frame_index
+                self._frame_index += 1
+                try:
+                    await self._tick(index)
+                except Exception:
+                    self.stats.errors += 1
+                    if not self._error_logged:
+                        self._error_logged = True
+                        logger.exception("programme audio %s could not make a frame", self.id)
+                    continue
+                self._error_logged = False
 
     async def _tick(self, index: int) -> None:
         started = time.thread_time()

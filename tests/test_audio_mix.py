@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import pytest
 from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
@@ -222,9 +223,9 @@ def test_a_loud_sum_is_limited_never_wrapped() -> None:
 
 
 def test_a_source_buffer_is_bounded_and_prefills() -> None:
-    config = MixerConfig()
+    with pytest.raises(ValueError):
+        MixerConfig(prefill_ms=200)  # a prefill above the high water mark could never play
     buffer = SourceBuffer(capacity=4 * FRAME_SAMPLES, prefill=2 * FRAME_SAMPLES)
-    assert config.prefill_ms == 40
     buffer.push(np.arange(FRAME_SAMPLES, dtype=np.int32))
     assert buffer.take(FRAME_SAMPLES) is None  # waits for its prefill
     for i in range(1, 10):
@@ -237,6 +238,16 @@ def test_a_source_buffer_is_bounded_and_prefills() -> None:
     assert buffer.take(FRAME_SAMPLES) is None  # dry: silence, then prefill again
     buffer.push(np.zeros(FRAME_SAMPLES, dtype=np.int32))
     assert buffer.take(FRAME_SAMPLES) is None
+    # A burst (after a stall) above the high water mark is cut back to the prefill.
+    buffer = SourceBuffer(
+        capacity=10 * FRAME_SAMPLES, prefill=2 * FRAME_SAMPLES, high_water=4 * FRAME_SAMPLES
+    )
+    for i in range(8):
+        buffer.push(np.full(FRAME_SAMPLES, i, dtype=np.int32))
+    taken = buffer.take(FRAME_SAMPLES)
+    assert taken is not None and taken[0] == 0 and len(buffer) == 2 * FRAME_SAMPLES
+    taken = buffer.take(FRAME_SAMPLES)
+    assert taken is not None and taken[0] == 6  # the newest are kept
 
 
 def test_decoded_frames_become_mono_int32() -> None:
