@@ -247,8 +247,41 @@ async def shoot_chair(
         await page.close()
 
 
+class LoopLag:
+    """Watches the event loop's lag (server, terminals and Playwright share it): a starved
+    loop answers ICE consent checks late, and peers drop after 30 s (RFC 7675)."""
+
+    def __init__(self, period_s: float = 0.2) -> None:
+        self.period_s = period_s
+        self.worst_s = 0.0
+        self.over_1s = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="docs-shots-loop-lag")
+
+    async def _run(self) -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(self.period_s)
+            lag = time.monotonic() - before - self.period_s
+            self.worst_s = max(self.worst_s, lag)
+            if lag > 1.0:
+                self.over_1s += 1
+                logger.warning("event loop stalled for %.1f s", lag)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        logger.info("event loop: worst lag %.2f s, %d stalls over 1 s", self.worst_s, self.over_1s)
+
+
 async def run(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    lag = LoopLag()
+    lag.start()
     with tempfile.TemporaryDirectory(prefix="huishang-shots-") as tmp:
         app = await Huishang.open(config=demo_config(Path(tmp) / "data"))
         sites = Sites(app)
@@ -297,6 +330,7 @@ async def run(out: Path) -> None:
         finally:
             await sites.close()
             await app.close()
+            await lag.stop()
     if errors:
         raise RuntimeError(f"page errors: {errors}")
 
