@@ -9,10 +9,10 @@ want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
 # Debian packages: a CJK font for the wall's labels, ffmpeg as the benchmarks' anchor,
-# Chromium for the browser tests.
+# Chromium for the browser tests, iproute2 for their loopback-only network namespace.
 debs=(fonts-noto-cjk)
 if [ "$want_test" = 1 ]; then
-  debs+=(chromium ffmpeg)
+  debs+=(chromium ffmpeg iproute2)
 fi
 missing=()
 for p in "${debs[@]}"; do

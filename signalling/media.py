@@ -168,6 +168,10 @@ class MediaBridge:
         return self.mixer.publication
 
     def _route(self, slot: Any, publication: Publication | None) -> None:
+        if slot.closed:  # its peer connection ended (e.g. ICE consent expired)
+            return
+        if publication is not None and publication.closed:
+            publication = None
         if slot.source is publication or (publication is not None and slot.pending is publication):
             return
         try:
