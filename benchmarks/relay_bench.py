@@ -8,7 +8,9 @@ Shape (ARCHITECTURE.md budgets):
 - The server under test runs in its own process (``relay`` mode: bridge.peer + bridge.relay;
   ``mediarelay`` mode: aiortc's ``contrib.media.MediaRelay``, decode once and re-encode per
   subscriber), so its CPU time (``time.process_time``, all threads) is measured apart from the load
-  generator. Offers, routes and CPU readings go over a ``multiprocessing`` pipe.
+  generator. Offers, routes and CPU readings go over a ``multiprocessing`` pipe. The relay
+  process runs on uvloop, as ``huishang serve`` does (``RELAY_BENCH_ASYNCIO=1``: asyncio's own
+  loop, for comparison; MediaRelay runs on the same loop as the relay).
 - The load generator replays VP8 encoded once at start (aiortc's own encoder settings, CBR
   at the target bitrate) through plain aiortc publishers, 30 fps; a PLI restarts the replay
   at its keyframe. Subscribers do not decode: they read packets through the bridge's own
@@ -85,6 +87,11 @@ def rtc_config() -> RTCConfiguration:
 
 def server_main(conn: Connection, mode: str) -> None:
     profile = os.environ.get("RELAY_BENCH_PROFILE")  # write a cProfile of the server here
+    if not os.environ.get("RELAY_BENCH_ASYNCIO"):  # the relay on uvloop, as `huishang serve` runs
+        import uvloop
+
+        uvloop.run(_serve(conn, mode))
+        return
     if not profile:
         asyncio.run(_serve(conn, mode))
         return

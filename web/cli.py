@@ -17,7 +17,7 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -86,15 +86,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         if args.command == "serve":
-            return asyncio.run(_serve(args))
+            return _run(_serve(args))
         if args.command == "join":
-            return asyncio.run(_join(args))
+            return _run(_join(args))
         return _token(args)
     except ConfigError as exc:
         print(f"huishang: configuration error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _run(main: Coroutine[Any, Any, int]) -> int:
+    """Run on uvloop's event loop where it is installed (cheaper per packet), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 async def _serve(args: argparse.Namespace) -> int:
