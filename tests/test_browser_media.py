@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 from aiortc import RTCSessionDescription
+from browser_support import CHROMIUM, WEBRTC_ARGS
 from playwright.async_api import BrowserContext, Page, Playwright, async_playwright, expect
 
 from bridge.labels import rgb_to_yuv
@@ -33,19 +34,7 @@ logger = logging.getLogger(__name__)
 
 CHAIR, ZHUJI, XIANCUN = "tianhe", "tianhe.zhuji", "tianhe.xiancun"
 COLOURS = {CHAIR: (0, 0, 255), ZHUJI: (255, 0, 0), XIANCUN: (0, 160, 0)}
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--use-fake-ui-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-    "--autoplay-policy=no-user-gesture-required",
-]
+CHROMIUM_ARGS = [*WEBRTC_ARGS, "--autoplay-policy=no-user-gesture-required"]
 expect.set_options(timeout=20_000)  # shared, noisy machine: generous, never asserted
 
 # The decoded frames of the page's `main` video, from getStats (0 before the answer).
@@ -145,7 +134,7 @@ class Browsers:
             ]
         context = await self.playwright.chromium.launch_persistent_context(
             str(self.tmp_path / f"profile-{name}"),
-            executable_path="/usr/bin/chromium",
+            executable_path=CHROMIUM,
             headless=True,
             args=args,
             viewport={"width": 1280, "height": 860},

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from browser_support import CHROMIUM, FAKE_DEVICE_ARGS
 from playwright.async_api import BrowserContext, Page, async_playwright, expect
 
 from signalling.client import Client
@@ -29,20 +30,7 @@ from web.config import HuishangConfig
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
+CHROMIUM_ARGS = FAKE_DEVICE_ARGS
 ROSTER = '[data-testid="roster"]'
 
 expect.set_options(timeout=10_000)  # a shared, noisy 2-core machine: generous, never asserted

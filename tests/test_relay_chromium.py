@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from browser_support import CHROMIUM, WEBRTC_ARGS
 from playwright.async_api import Page, async_playwright
 
 from bridge.ice import IceConfig, apply_ice_config
@@ -24,19 +25,7 @@ from bridge.testkit import Bridge, ReceivedVideo, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream=fps=30",
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
+CHROMIUM_ARGS = [*WEBRTC_ARGS, "--use-fake-device-for-media-stream=fps=30"]
 
 PAGE = "<!doctype html><meta charset=utf-8><title>relay interop</title><body></body>"
 
@@ -108,7 +97,7 @@ async def new_page(tmp_path: Path, page_url: str) -> AsyncIterator[Callable[[], 
     async with async_playwright() as playwright:
         context = await playwright.chromium.launch_persistent_context(
             str(tmp_path / "profile"),
-            executable_path="/usr/bin/chromium",
+            executable_path=CHROMIUM,
             headless=True,
             args=CHROMIUM_ARGS,
         )

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from browser_support import BASE_ARGS, CHROMIUM
 from playwright.async_api import BrowserContext, Page, async_playwright, expect
 
 from signalling.client import Client
@@ -20,15 +21,7 @@ from web.config import HuishangConfig
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
+CHROMIUM_ARGS = BASE_ARGS
 
 expect.set_options(timeout=10_000)
 
@@ -39,7 +32,7 @@ async def browser(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Bro
     async with async_playwright() as playwright:
         context = await playwright.chromium.launch_persistent_context(
             str(profile),
-            executable_path="/usr/bin/chromium",
+            executable_path=CHROMIUM,
             headless=True,
             args=CHROMIUM_ARGS,
             viewport={"width": 1600, "height": 1000},

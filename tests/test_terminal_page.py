@@ -8,24 +8,13 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from browser_support import CHROMIUM, FAKE_DEVICE_ARGS
 from playwright.async_api import Page, async_playwright, expect
 
 from signalling.client import Client
 from web.app import Huishang
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
+CHROMIUM_ARGS = FAKE_DEVICE_ARGS
 expect.set_options(timeout=10_000)
 
 
@@ -34,7 +23,7 @@ async def page(tmp_path: Path, server: Huishang) -> AsyncIterator[Page]:
     async with async_playwright() as playwright:
         context = await playwright.chromium.launch_persistent_context(
             str(tmp_path / "profile"),
-            executable_path="/usr/bin/chromium",
+            executable_path=CHROMIUM,
             headless=True,
             args=CHROMIUM_ARGS,
             locale="zh-CN",

@@ -8,23 +8,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest_asyncio
+from browser_support import CHROMIUM, FAKE_DEVICE_ARGS
 from playwright.async_api import BrowserContext, Page, async_playwright, expect
 
 from web.app import Huishang
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
+CHROMIUM_ARGS = FAKE_DEVICE_ARGS
 expect.set_options(timeout=20_000)
 
 FRAMES_DECODED = """async (selector) => {
@@ -44,7 +33,7 @@ async def context(tmp_path: Path) -> AsyncIterator[BrowserContext]:
     async with async_playwright() as playwright:
         context = await playwright.chromium.launch_persistent_context(
             str(tmp_path / "profile"),
-            executable_path="/usr/bin/chromium",
+            executable_path=CHROMIUM,
             headless=True,
             args=CHROMIUM_ARGS,
             locale="zh-CN",
