@@ -21,6 +21,7 @@ from .model import LAYOUT_KINDS, Layout, SiteId, Tile
 __all__ = [
     "MAX_FRAME_BYTES",
     "PROTOCOL_VERSION",
+    "REQUEST_TYPES",
     "Banner",
     "Candidate",
     "Floor",
@@ -184,6 +185,29 @@ class Record:
     on: bool
     id: RequestId = None
 
+
+#: Every request ``type`` a client may send (PROTOCOL.md plus the project's additions).
+REQUEST_TYPES: Final = (
+    "hello",
+    "leave",
+    "ping",
+    "offer",
+    "candidate",
+    "floor",
+    "mute",
+    "mute_all",
+    "hand",
+    "rollcall",
+    "rollcall_ack",
+    "poll",
+    "layout",
+    "preset_save",
+    "preset_load",
+    "preset_delete",
+    "banner",
+    "record",
+    "preview",
+)
 
 Request: TypeAlias = (
     Hello

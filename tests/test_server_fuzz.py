@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from websockets.sync.client import ClientConnection, connect
 
 from signalling.errors import SignallingError
-from signalling.messages import Leave, parse
+from signalling.messages import REQUEST_TYPES, Leave, parse
 from web.app import Huishang
 from web.config import default_config_path, load_config
 
@@ -35,27 +35,7 @@ CODES = {
     "rate_limited",
     "internal",
 }
-TYPES = [
-    "hello",
-    "leave",
-    "ping",
-    "offer",
-    "candidate",
-    "floor",
-    "mute",
-    "mute_all",
-    "hand",
-    "rollcall",
-    "rollcall_ack",
-    "poll",
-    "layout",
-    "preset_save",
-    "preset_load",
-    "preset_delete",
-    "banner",
-    "record",
-    "bogus",
-]
+TYPES = [*REQUEST_TYPES, "bogus"]
 SITES = ["tianhe", "tianhe.zhuji", "tianhe.wall", "nowhere", ""]
 
 json_values = st.recursive(
