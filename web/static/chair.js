@@ -16,7 +16,7 @@
 // events. `window.__huishang` holds {conn, media, pc, firstFrameAt} for tests.
 
 import { connect, describeError, ProtocolError } from "/static/protocol.js";
-import { bi, formatClock, formatDuration, groupSites, h, Notices } from "/static/ui.js";
+import { bi, formatClock, formatDuration, groupSites, h, Notices, showConnection } from "/static/ui.js";
 import { acquireLocalMedia, describeMissing, MediaLink } from "/static/media.js";
 
 const SPEAKING_ROLES = new Set(["terminal", "uplink"]);
@@ -87,16 +87,7 @@ async function start() {
 }
 
 function onState(st) {
-  document.body.dataset.conn = st.state;
-  const conn = $("conn");
-  conn.dataset.state = st.state;
-  conn.replaceChildren();
-  if (st.state === "online") conn.append(bi("已连接", "Online"));
-  else if (st.state === "connecting") conn.append(bi("连接中", "Connecting…"));
-  else if (st.state === "offline") {
-    const secs = Math.max(1, Math.round(st.retryInMs / 1000));
-    conn.append(bi("已断开", `Offline · 重连 retry ${secs} s`));
-  } else conn.append(bi("已停止", "Stopped"));
+  showConnection($("conn"), st);
   if (st.state === "stopped" && av.link) av.link.close();
   $("stale").hidden = !(st.state === "offline" || (st.state === "connecting" && state.me));
   $("stale-reason").textContent = st.reason || "";

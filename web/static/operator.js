@@ -21,7 +21,7 @@
 // with `data-action`; panels carry `data-testid`.
 
 import { connect, describeError, ProtocolError } from "/static/protocol.js";
-import { bi, groupSites, h, Notices } from "/static/ui.js";
+import { bi, groupSites, h, Notices, showConnection } from "/static/ui.js";
 import { installDragAndDrop } from "/static/operator-dnd.js";
 import { displayable, Roster } from "/static/operator-roster.js";
 import { playWall } from "/static/wall-player.js";
@@ -92,16 +92,7 @@ async function start() {
 }
 
 function onState(st) {
-  document.body.dataset.conn = st.state;
-  const conn = $("conn");
-  conn.dataset.state = st.state;
-  conn.replaceChildren();
-  if (st.state === "online") conn.append(bi("已连接", "Online"));
-  else if (st.state === "connecting") conn.append(bi("连接中", "Connecting…"));
-  else if (st.state === "offline") {
-    const secs = Math.max(1, Math.round(st.retryInMs / 1000));
-    conn.append(bi("已断开", `Offline · 重连 retry ${secs} s`));
-  } else conn.append(bi("已停止", "Stopped"));
+  showConnection($("conn"), st);
   $("stale").hidden = !(st.state === "offline" || (st.state === "connecting" && state.me));
   $("stale-reason").textContent = st.reason || "";
   if (st.state === "stopped") {

@@ -38,6 +38,22 @@ export function bi(zh, en, tag = "span") {
 
 const pad = (n) => String(n).padStart(2, "0");
 
+/**
+ * Show a protocol.js connection state (`onState`'s argument) in the page header's status
+ * element *el*, and on `<body data-conn>` for styles and tests.
+ */
+export function showConnection(el, st) {
+  document.body.dataset.conn = st.state;
+  el.dataset.state = st.state;
+  el.replaceChildren();
+  if (st.state === "online") el.append(bi("已连接", "Online"));
+  else if (st.state === "connecting") el.append(bi("连接中", "Connecting…"));
+  else if (st.state === "offline") {
+    const secs = Math.max(1, Math.round(st.retryInMs / 1000));
+    el.append(bi("已断开", `Offline · 重连 retry ${secs} s`));
+  } else el.append(bi("已停止", "Stopped"));
+}
+
 export function formatClock(epochSeconds) {
   if (epochSeconds === null || epochSeconds === undefined) return "—";
   const d = new Date(epochSeconds * 1000);
