@@ -612,6 +612,14 @@ function onClick(event) {
       break;
     case "preview": {
       const slot = previewTileFor(site);
+      if (!av.link || !av.link.slots || !Object.keys(av.link.slots).length) {
+        // The preview slots exist once the console's media is up: ask then (restorePreviews).
+        av.wanted[slot] = site;
+        notices.show(`${name} → 预览将在媒体连接后显示 · preview shows once media connects`, {
+          kind: "info",
+        });
+        break;
+      }
       act(button, { type: "preview", slot, source: site }, () => `${name} → 预览 preview`).then(
         (reply) => {
           if (reply) av.wanted[slot] = site;
