@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
+from bridge.layout import MAX_TILES
+
 from .errors import BadRequest, TooLarge
 from .model import LAYOUT_KINDS, Layout, SiteId, Tile
 
@@ -301,15 +303,15 @@ def layout_from_wire(value: Any, re: RequestId = None) -> Layout:
         raise BadRequest("layout: must be an object", re=re)
     f = _Fields(value, "layout", re)
     output = f.text("output", optional=True, limit=MAX_NAME) or "wall"
-    kind = f.text("kind")
+    kind = f.text("kind") or ""
     if kind not in LAYOUT_KINDS:
         raise f.fail("kind", f"must be one of {', '.join(LAYOUT_KINDS)}")
     raw_tiles = value.get("tiles", [])
     if not isinstance(raw_tiles, list):
         raise f.fail("tiles", "must be a list")
     count = LAYOUT_KINDS[kind]
-    if len(raw_tiles) > (count if count is not None else 36):
-        most = count or 36
+    if len(raw_tiles) > (count if count is not None else MAX_TILES):
+        most = count or MAX_TILES
         raise f.fail("tiles", f"has {len(raw_tiles)} tiles; kind {kind!r} has {most} at most")
     tiles: list[Tile] = []
     for i, raw in enumerate(raw_tiles):

@@ -11,6 +11,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import NewType
 
+from bridge.layout import TILE_COUNTS
+
 __all__ = [
     "LAYOUT_KINDS",
     "Layout",
@@ -59,19 +61,8 @@ class Site:
     parent: SiteId | None = None
 
 
-#: Layout kind → number of tiles (``custom`` takes any number, each with its own rect).
-LAYOUT_KINDS: dict[str, int | None] = {
-    "1": 1,
-    "2": 2,
-    "4": 4,
-    "1+5": 6,
-    "1+7": 8,
-    "9": 9,
-    "16": 16,
-    "25": 25,
-    "36": 36,
-    "custom": None,
-}
+#: Layout kind → number of tiles (``custom``: its own rects), the one table in bridge.layout.
+LAYOUT_KINDS = TILE_COUNTS
 
 
 @dataclass(frozen=True, slots=True)
