@@ -18,17 +18,17 @@ reach a wall later as stale pictures, and a track nobody reads never queues fram
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamTrack
 from av import VideoFrame
 
 from .peer import Peer
+from .track_reader import TrackReader
 
 __all__ = ["FeedReader", "Feeds", "FrameSink"]
 
@@ -43,7 +43,7 @@ class FrameSink(Protocol):
     def remove(self, source_id: str) -> None: ...
 
 
-class FeedReader:
+class FeedReader(TrackReader):
     """Reads one remote video track; deposits its frames into the sinks while active."""
 
     def __init__(
@@ -56,46 +56,17 @@ class FeedReader:
         on_end: Callable[[FeedReader], None] | None = None,
     ) -> None:
         self.source_id = source_id
-        self.track = track
         self.sinks = sinks
-        self.active = True
-        self.frames = 0
-        self.dropped = 0  # frames read while inactive (drained)
         self._clock = clock
-        self._on_end = on_end
-        self._task: asyncio.Task[None] = asyncio.ensure_future(self._run())
+        super().__init__(track, on_end=on_end)
 
-    @property
-    def done(self) -> bool:
-        return self._task.done()
-
-    async def _run(self) -> None:
-        try:
-            while True:
-                frame = await self.track.recv()
-                if not self.active:
-                    self.dropped += 1
-                    continue
-                if not isinstance(frame, VideoFrame):
-                    continue
-                self.frames += 1
-                now = self._clock()
-                for sink in self.sinks:
-                    sink.push(self.source_id, frame, now)
-        except MediaStreamError:
-            pass  # the publisher's connection ended
-        except Exception:
-            logger.exception("wall feed %s failed", self.source_id)
-        finally:
-            if self._on_end is not None:
-                self._on_end(self)
-
-    async def close(self) -> None:
-        """Stop reading (idempotent)."""
-        self.active = False
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+    def take(self, frame: object) -> bool:
+        if not isinstance(frame, VideoFrame):
+            return False
+        now = self._clock()
+        for sink in self.sinks:
+            sink.push(self.source_id, frame, now)
+        return True
 
 
 class _Feed:

@@ -48,12 +48,13 @@ from dataclasses import dataclass
 
 import av
 import numpy as np
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamTrack
 from av import AudioFrame
 
 from .peer import Peer
 from .publication import Publication, RelayConfig
 from .rtp import RtpPacket, SenderReport
+from .track_reader import TrackReader
 from .wall import ntp_timestamp
 
 __all__ = [
@@ -268,7 +269,7 @@ def mix_frames(frames: list[np.ndarray], limiter: Limiter) -> tuple[np.ndarray, 
     return limiter.process(mixed)
 
 
-class AudioReader:
+class AudioReader(TrackReader):
     """Reads one remote audio track; pushes its samples into a buffer while active."""
 
     def __init__(
@@ -278,49 +279,22 @@ class AudioReader:
         *,
         on_end: Callable[[AudioReader], None] | None = None,
     ) -> None:
-        self.track = track
         self.buffer = buffer
-        self.active = True
-        self.frames = 0
-        self.drained = 0  # frames read while inactive
-        self._on_end = on_end
         self._error_logged = False
-        self._task: asyncio.Task[None] = asyncio.ensure_future(self._run())
+        super().__init__(track, on_end=on_end)
 
-    @property
-    def done(self) -> bool:
-        return self._task.done()
-
-    async def _run(self) -> None:
+    def take(self, frame: object) -> bool:
+        if not isinstance(frame, AudioFrame):
+            return False
         try:
-            while True:
-                frame = await self.track.recv()
-                if not self.active or not isinstance(frame, AudioFrame):
-                    self.drained += 1
-                    continue
-                try:
-                    samples = frame_to_mono(frame)
-                except ValueError:
-                    if not self._error_logged:
-                        self._error_logged = True
-                        logger.warning("audio track %s: unusable frame %r", self.track.id, frame)
-                    continue
-                self.frames += 1
-                self.buffer.push(samples)
-        except MediaStreamError:
-            pass  # the publisher's connection ended
-        except Exception:
-            logger.exception("audio track %s failed", self.track.id)
-        finally:
-            if self._on_end is not None:
-                self._on_end(self)
-
-    async def close(self) -> None:
-        """Stop reading (idempotent)."""
-        self.active = False
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+            samples = frame_to_mono(frame)
+        except ValueError:
+            if not self._error_logged:
+                self._error_logged = True
+                logger.warning("audio track %s: unusable frame %r", self.track.id, frame)
+            return False
+        self.buffer.push(samples)
+        return True
 
 
 class _Source:

@@ -1,0 +1,68 @@
+"""Reading a decoded remote track in its own task (the wall's feeds, the audio mixer).
+
+aiortc queues a decoding track's frames without bound until someone reads them, so a reader
+keeps draining while inactive and hands frames on only while active. Subclasses say what to do
+with one frame (:meth:`TrackReader.take`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+__all__ = ["TrackReader"]
+
+logger = logging.getLogger(__name__)
+
+
+class TrackReader:
+    """Reads one remote track until it ends; :meth:`take` each frame while active."""
+
+    def __init__(
+        self,
+        track: MediaStreamTrack,
+        *,
+        on_end: Callable[[Any], None] | None = None,
+    ) -> None:
+        self.track = track
+        self.active = True
+        self.frames = 0  # frames taken
+        self.drained = 0  # frames read while inactive, or not taken
+        self._on_end = on_end
+        self._task: asyncio.Task[None] = asyncio.ensure_future(self._run())
+
+    @property
+    def done(self) -> bool:
+        return self._task.done()
+
+    def take(self, frame: Any) -> bool:
+        """Use one decoded frame; False when it was not usable."""
+        raise NotImplementedError
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                frame = await self.track.recv()
+                if self.active and self.take(frame):
+                    self.frames += 1
+                else:
+                    self.drained += 1
+        except MediaStreamError:
+            pass  # the publisher's connection ended
+        except Exception:
+            logger.exception("%s of track %s failed", type(self).__name__, self.track.id)
+        finally:
+            if self._on_end is not None:
+                self._on_end(self)
+
+    async def close(self) -> None:
+        """Stop reading (idempotent)."""
+        self.active = False
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
