@@ -6,6 +6,12 @@ Imported by the test modules (``pythonpath = ["tests"]`` in pyproject.toml). Pla
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from playwright.async_api import BrowserContext, async_playwright
+
 CHROMIUM = "/usr/bin/chromium"
 
 #: Headless on a closed network: no background connections, no QUIC.
@@ -29,3 +35,19 @@ WEBRTC_ARGS = [
 
 #: WebRTC with Chromium's synthetic camera and microphone.
 FAKE_DEVICE_ARGS = [*WEBRTC_ARGS, "--use-fake-device-for-media-stream"]
+
+
+@contextlib.asynccontextmanager
+async def chromium(profile: str, args: list[str], **options: Any) -> AsyncIterator[BrowserContext]:
+    """Headless Chromium on a fresh profile folder, closed on exit.
+
+    A persistent context, because Playwright's ``launch`` refuses ``--user-data-dir``.
+    """
+    async with async_playwright() as playwright:
+        context = await playwright.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, headless=True, args=args, **options
+        )
+        try:
+            yield context
+        finally:
+            await context.close()

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from browser_support import CHROMIUM, FAKE_DEVICE_ARGS
-from playwright.async_api import BrowserContext, Page, async_playwright, expect
+from browser_support import FAKE_DEVICE_ARGS, chromium
+from playwright.async_api import BrowserContext, Page, expect
 
 from signalling.client import Client
 from signalling.model import SiteId
@@ -41,19 +41,10 @@ Connect = Callable[[str], Awaitable[Client]]
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[BrowserContext]:
     profile = tmp_path_factory.mktemp("chromium-profile")
-    async with async_playwright() as playwright:
-        context = await playwright.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1600, "height": 1000},
-            locale="zh-CN",
-        )
-        try:
-            yield context
-        finally:
-            await context.close()
+    async with chromium(
+        str(profile), CHROMIUM_ARGS, viewport={"width": 1600, "height": 1000}, locale="zh-CN"
+    ) as context:
+        yield context
 
 
 @pytest_asyncio.fixture(loop_scope="module")

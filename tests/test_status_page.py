@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from browser_support import BASE_ARGS, CHROMIUM
-from playwright.async_api import BrowserContext, Page, async_playwright, expect
+from browser_support import BASE_ARGS, chromium
+from playwright.async_api import BrowserContext, Page, expect
 
 from signalling.client import Client
 from signalling.model import SiteId
@@ -29,18 +29,10 @@ expect.set_options(timeout=10_000)
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[BrowserContext]:
     profile = tmp_path_factory.mktemp("chromium-profile")
-    async with async_playwright() as playwright:
-        context = await playwright.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1600, "height": 1000},
-        )
-        try:
-            yield context
-        finally:
-            await context.close()
+    async with chromium(
+        str(profile), CHROMIUM_ARGS, viewport={"width": 1600, "height": 1000}
+    ) as context:
+        yield context
 
 
 @pytest_asyncio.fixture(loop_scope="module")

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest_asyncio
-from browser_support import CHROMIUM, FAKE_DEVICE_ARGS
-from playwright.async_api import BrowserContext, Page, async_playwright, expect
+from browser_support import FAKE_DEVICE_ARGS, chromium
+from playwright.async_api import BrowserContext, Page, expect
 
 from web.app import Huishang
 
@@ -30,18 +30,8 @@ FRAMES_DECODED = """async (selector) => {
 
 @pytest_asyncio.fixture
 async def context(tmp_path: Path) -> AsyncIterator[BrowserContext]:
-    async with async_playwright() as playwright:
-        context = await playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            locale="zh-CN",
-        )
-        try:
-            yield context
-        finally:
-            await context.close()
+    async with chromium(str(tmp_path / "profile"), CHROMIUM_ARGS, locale="zh-CN") as context:
+        yield context
 
 
 async def frames_decoded(page: Page) -> int:
