@@ -16,7 +16,7 @@
 // events. `window.__huishang` holds {conn, media, pc, firstFrameAt} for tests.
 
 import { connect, describeError, ProtocolError } from "/static/protocol.js";
-import { bi, formatClock, formatDuration, groupSites, h, Notices, showConnection } from "/static/ui.js";
+import { bi, formatClock, formatDuration, groupSites, h, Notices, showConnection, showFatal } from "/static/ui.js";
 import { acquireLocalMedia, describeMissing, MediaLink } from "/static/media.js";
 
 const SPEAKING_ROLES = new Set(["terminal", "uplink"]);
@@ -104,14 +104,6 @@ function stoppedDetail(reason) {
     return "令牌无效或已被撤销，请联系值班人员获取新的入会链接。";
   }
   return "";
-}
-
-function showFatal(text, detail, askToken) {
-  $("fatal").hidden = false;
-  $("fatal-text").textContent = text;
-  $("fatal-detail").textContent = detail || "";
-  $("token-form").hidden = !askToken;
-  $("fatal-reload").hidden = askToken;
 }
 
 // -- events ---------------------------------------------------------------------------------

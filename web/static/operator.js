@@ -21,7 +21,7 @@
 // with `data-action`; panels carry `data-testid`.
 
 import { connect, describeError, ProtocolError } from "/static/protocol.js";
-import { bi, groupSites, h, Notices, showConnection } from "/static/ui.js";
+import { bi, groupSites, h, Notices, showConnection, showFatal } from "/static/ui.js";
 import { installDragAndDrop } from "/static/operator-dnd.js";
 import { displayable, Roster } from "/static/operator-roster.js";
 import { playWall } from "/static/wall-player.js";
@@ -104,14 +104,6 @@ function onState(st) {
     }
     showFatal(st.reason || "连接已停止 stopped", detail, false);
   }
-}
-
-function showFatal(text, detail, askToken) {
-  $("fatal").hidden = false;
-  $("fatal-text").textContent = text;
-  $("fatal-detail").textContent = detail || "";
-  $("token-form").hidden = !askToken;
-  $("fatal-reload").hidden = askToken;
 }
 
 // -- events ---------------------------------------------------------------------------------

@@ -54,6 +54,19 @@ export function showConnection(el, st) {
   } else el.append(bi("已停止", "Stopped"));
 }
 
+/**
+ * Cover the page with why it stopped (the `#fatal` panel the chair console and the operator
+ * page share): *askToken* shows the token form instead of the reload button.
+ */
+export function showFatal(text, detail, askToken) {
+  const $ = (id) => document.getElementById(id);
+  $("fatal").hidden = false;
+  $("fatal-text").textContent = text;
+  $("fatal-detail").textContent = detail || "";
+  $("token-form").hidden = !askToken;
+  $("fatal-reload").hidden = askToken;
+}
+
 export function formatClock(epochSeconds) {
   if (epochSeconds === null || epochSeconds === undefined) return "—";
   const d = new Date(epochSeconds * 1000);
