@@ -1,8 +1,9 @@
 """Decoded wall feeds: one decoder per publication on some wall, shared by every output.
 
 ARCHITECTURE.md, "The wall": only the feeds a wall shows are decoded. :class:`Feeds` is told
-which sources are wanted and which :class:`~bridge.peer.Peer` publishes each one now
-(:meth:`Feeds.update`); it turns decoding on (:meth:`Peer.set_decode`, which also asks the
+which sources are wanted and which :class:`~bridge.track_reader.DecodedSource` (a peer or a
+gateway) publishes each one now (:meth:`Feeds.update`); it turns decoding on
+(:meth:`~bridge.track_reader.DecodedSource.set_decode`, which also asks the
 publisher for a keyframe) for new ones and off for those no longer wanted, and deposits every
 decoded frame into each sink (the outputs' compositors) with :meth:`FrameSink.push`.
 
@@ -27,8 +28,7 @@ from typing import Protocol
 from aiortc.mediastreams import MediaStreamTrack
 from av import VideoFrame
 
-from .peer import Peer
-from .track_reader import TrackReader
+from .track_reader import DecodedSource, TrackReader
 
 __all__ = ["FeedReader", "Feeds", "FrameSink"]
 
@@ -72,7 +72,7 @@ class FeedReader(TrackReader):
 class _Feed:
     __slots__ = ("peer", "reader")
 
-    def __init__(self, peer: Peer, reader: FeedReader) -> None:
+    def __init__(self, peer: DecodedSource, reader: FeedReader) -> None:
         self.peer = peer
         self.reader = reader
 
@@ -90,7 +90,7 @@ class Feeds:
         self.closed = False
 
     @property
-    def decoding(self) -> dict[str, Peer]:
+    def decoding(self) -> dict[str, DecodedSource]:
         """Source id → the peer whose publication is decoded for it."""
         return {source: feed.peer for source, feed in self._feeds.items()}
 
@@ -98,7 +98,7 @@ class Feeds:
         feed = self._feeds.get(source_id)
         return feed.reader if feed is not None else None
 
-    def update(self, wanted: Mapping[str, Peer | None]) -> None:
+    def update(self, wanted: Mapping[str, DecodedSource | None]) -> None:
         """Decode exactly the ``wanted`` sources that have a publisher now.
 
         ``wanted`` maps each source some output shows (or is about to show) to the peer that
@@ -116,7 +116,7 @@ class Feeds:
             elif source not in self._feeds:
                 self._start(source, peer)
 
-    def _start(self, source: str, peer: Peer) -> None:
+    def _start(self, source: str, peer: DecodedSource) -> None:
         track = peer.set_decode("video", True)
         if track is None:
             self._forget(source)  # no camera published (yet)

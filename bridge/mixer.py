@@ -51,10 +51,9 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamTrack
 from av import AudioFrame
 
-from .peer import Peer
 from .publication import Publication, RelayConfig
 from .rtp import RtpPacket, SenderReport
-from .track_reader import TrackReader
+from .track_reader import DecodedSource, TrackReader
 from .wall import ntp_timestamp
 
 __all__ = [
@@ -300,7 +299,7 @@ class AudioReader(TrackReader):
 class _Source:
     __slots__ = ("buffer", "peer", "reader")
 
-    def __init__(self, peer: Peer, reader: AudioReader, buffer: SourceBuffer) -> None:
+    def __init__(self, peer: DecodedSource, reader: AudioReader, buffer: SourceBuffer) -> None:
         self.peer = peer
         self.reader = reader
         self.buffer = buffer
@@ -368,7 +367,7 @@ class AudioMixer:
         """True while some slot carries the mix."""
         return bool(self.publication.slots)
 
-    def update(self, wanted: Mapping[str, Peer | None]) -> None:
+    def update(self, wanted: Mapping[str, DecodedSource | None]) -> None:
         """Mix exactly the ``wanted`` sources that have a publisher now (None: offline).
 
         A source that is no longer wanted stops decoding; a new one starts, with an empty
@@ -384,7 +383,7 @@ class AudioMixer:
             if peer is not None and source_id not in self._sources:
                 self._start(source_id, peer)
 
-    def _start(self, source_id: str, peer: Peer) -> None:
+    def _start(self, source_id: str, peer: DecodedSource) -> None:
         track = peer.set_decode("audio", True)
         if track is None:
             return  # no microphone published (yet)

@@ -11,13 +11,26 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-__all__ = ["TrackReader"]
+__all__ = ["DecodedSource", "TrackReader"]
 
 logger = logging.getLogger(__name__)
+
+
+class DecodedSource(Protocol):
+    """Something whose publication of one kind can also be decoded: a connected participant
+    (:class:`bridge.peer.Peer`) or a gateway that makes its pictures itself (an RTSP camera,
+    a WHIP push, the cascade uplink).
+
+    ``set_decode(kind, True)`` turns decoding on (asking for a keyframe where that helps) and
+    returns the track whose ``recv`` yields the decoded frames, or None when there is no such
+    publication; ``set_decode(kind, False)`` turns it off again.
+    """
+
+    def set_decode(self, kind: str, decode: bool) -> MediaStreamTrack | None: ...
 
 
 class TrackReader:

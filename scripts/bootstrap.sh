@@ -9,10 +9,13 @@ want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
 # Debian packages: a CJK font for the wall's labels, ffmpeg as the benchmarks' anchor,
-# Chromium for the browser tests, iproute2 for their loopback-only network namespace.
+# Chromium for the browser tests, iproute2 for their loopback-only network namespace,
+# GStreamer's RTSP server (run by Debian's own python3 through python3-gi) as the tests' camera.
 debs=(fonts-noto-cjk)
 if [ "$want_test" = 1 ]; then
   debs+=(chromium ffmpeg iproute2)
+  debs+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base
+         gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly)
 fi
 missing=()
 for p in "${debs[@]}"; do

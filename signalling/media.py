@@ -28,6 +28,7 @@ from bridge.mixer import AudioMixer
 from bridge.peer import Peer, PeerConfig
 from bridge.publication import Publication
 from bridge.relay import Relay
+from bridge.track_reader import DecodedSource
 
 from .conference import Conference
 from .errors import BadRequest, Conflict
@@ -52,6 +53,8 @@ class MediaBridge:
         self._sites: dict[SessionId, SiteId] = {}
         #: Publications made by the server itself (wall outputs, gateways), by source id.
         self.local_sources: dict[str, dict[str, Publication]] = {}
+        #: Gateways whose sources can also be decoded (a camera on the wall), by source id.
+        self.local_decoders: dict[str, DecodedSource] = {}
         #: Called with the plan after every :meth:`apply` (the wall director follows it).
         self.listeners: list[Callable[[RoutingPlan], None]] = []
         #: The programme audio mix (:meth:`use_mixer`); None: one source per slot only.
@@ -118,6 +121,10 @@ class MediaBridge:
         session = self.conference.live_session(SiteId(site))
         return self._peers.get(session) if session is not None else None
 
+    def source_of(self, source: str) -> DecodedSource | None:
+        """What decodes *source* for the wall or the mix: its live peer, or its gateway."""
+        return self.local_decoders.get(source) or self.peer_of(source)
+
     def publication(self, source: str | None, kind: str) -> Publication | None:
         """The publication that carries *source* (a site or a local output) of *kind*."""
         if source is None:
@@ -132,7 +139,7 @@ class MediaBridge:
     def apply(self, plan: RoutingPlan) -> None:
         """Make every slot carry what *plan* says; mute muted sites' audio at the relay."""
         muted = self.conference.audio_muted()
-        mixed: dict[str, Peer | None] = {}  # the sources some slot hears mixed
+        mixed: dict[str, DecodedSource | None] = {}  # the sources some slot hears mixed
         for session, peer in self._peers.items():
             site = self._sites[session]
             microphone = peer.publication("audio")
@@ -157,14 +164,14 @@ class MediaBridge:
                 logger.exception("a media plan listener failed")
 
     def _programme_audio(
-        self, sources: tuple[SiteId, ...], mixed: dict[str, Peer | None]
+        self, sources: tuple[SiteId, ...], mixed: dict[str, DecodedSource | None]
     ) -> Publication | None:
         """What a ``main`` audio slot with programme audio *sources* carries: nothing, the one
         live source's own publication, or the mix (whose sources go into *mixed*)."""
         live = [s for s in sources if (p := self.publication(s, "audio")) and not p.closed]
         if len(live) < 2 or self.mixer is None:
             return self.publication(live[-1], "audio") if live else None  # floor, else chair
-        mixed.update((s, self.peer_of(s)) for s in live)
+        mixed.update((s, self.source_of(s)) for s in live)
         return self.mixer.publication
 
     def _route(self, slot: Any, publication: Publication | None) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from bridge.compositor import TileSpec
 from bridge.feeds import Feeds
 from bridge.layout import LayoutError
-from bridge.peer import Peer
+from bridge.track_reader import DecodedSource
 from bridge.wall import WallConfig, WallOutput
 
 from .conference import Conference
@@ -100,8 +100,8 @@ class WallDirector:
             output.set_banner(conference.banner)
             output.set_floor(conference.floor)
         upcoming = {s for s in plan.upcoming if SiteId(s) in conference.sites}
-        wanted: dict[str, Peer | None] = {
-            source: self.media.peer_of(source) for source in shown | upcoming
+        wanted: dict[str, DecodedSource | None] = {
+            source: self.media.source_of(source) for source in shown | upcoming
         }
         self.feeds.update(wanted)
 

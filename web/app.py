@@ -32,16 +32,21 @@ from signalling.media import MediaBridge
 from signalling.model import Layout, Site, SiteId
 from signalling.server import ServerConfig, SignallingServer
 from signalling.wall import WallDirector
+from web import cameras, recording, uplink, whip
 from web.config import HuishangConfig, Listener, default_config_path, load_config
+from web.gateway import Gateway, GatewayStart
 from web.layouts import LAYOUTS_FILE, load_layout_presets
 from web.routes import setup_routes
 from web.store import Store
 from web.tls import server_ssl_context
 from web.tokens import TokenBook
 
-__all__ = ["Huishang"]
+__all__ = ["GATEWAYS", "Huishang"]
 
 logger = logging.getLogger(__name__)
+
+#: The gateways to other systems (:mod:`web.gateway`), started in this order.
+GATEWAYS: tuple[GatewayStart, ...] = (recording.start, cameras.start, whip.start, uplink.start)
 
 
 class Huishang:
@@ -66,6 +71,7 @@ class Huishang:
         self._tokens_read_at = time.monotonic()
         self.media: MediaBridge | None = None
         self.walls: WallDirector | None = None  # the wall outputs (bridge.wall)
+        self.gateways: list[Gateway] = []  # recorder, cameras, WHIP/WHEP, uplink
         self._undo_ice: Callable[[], None] = lambda: None
         self.web_url = ""
 
@@ -158,6 +164,8 @@ class Huishang:
         try:
             aio = web.Application(client_max_size=1024 * 1024)
             setup_routes(aio, app)
+            for start in GATEWAYS:
+                app.gateways.append(await start(app, aio))
             app._runner = web.AppRunner(aio, access_log=None)
             await app._runner.setup()
             app._site = web.TCPSite(
@@ -213,6 +221,12 @@ class Huishang:
         """Stop the listeners, record the conference's end, close the store (idempotent)."""
         with contextlib.suppress(Exception):
             await self.signalling.close()
+        while self.gateways:
+            gateway = self.gateways.pop()
+            try:
+                await gateway.close()
+            except Exception:
+                logger.exception("closing gateway %r failed", gateway)
         if self.walls is not None:
             walls, self.walls = self.walls, None
             try:
