@@ -72,6 +72,9 @@ class Huishang:
         self.media: MediaBridge | None = None
         self.walls: WallDirector | None = None  # the wall outputs (bridge.wall)
         self.gateways: list[Gateway] = []  # recorder, cameras, WHIP/WHEP, uplink
+        #: Called with every batch of conference facts after they are stored (the recorder
+        #: follows ``RecordingChanged``).
+        self.fact_listeners: list[Callable[[Sequence[conf.Fact]], None]] = []
         self._undo_ice: Callable[[], None] = lambda: None
         self.web_url = ""
 
@@ -147,7 +150,8 @@ class Huishang:
             ice_servers=tuple(s.as_dict() for s in config.ice.servers),
             ssl=ssl_context,
         )
-        persist = _FactWriter(store, conference_id)
+        listeners: list[Callable[[Sequence[conf.Fact]], None]] = []
+        persist = _FactWriter(store, conference_id, listeners)
         check_aiortc_internals()  # the relay reaches into aiortc: fail at start, not mid-call
         undo_ice = apply_ice_config(IceConfig(host_addresses=config.ice.host_addresses))
         media = MediaBridge(conference, Relay(), _peer_config(config))
@@ -156,6 +160,7 @@ class Huishang:
         )
         app = cls(config, store, tokens, conference, signalling)
         app.media, app._undo_ice = media, undo_ice
+        app.fact_listeners = listeners
         app.walls = WallDirector.for_conference(conference, media)
         app.walls.start()
         media.use_mixer(AudioMixer(relay_config=media.relay.config))  # programme audio mix
@@ -255,8 +260,14 @@ class Huishang:
 class _FactWriter:
     """Persists the conference's facts: attendance, roll-call results, presets."""
 
-    def __init__(self, store: Store, conference_id: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        conference_id: str,
+        listeners: list[Callable[[Sequence[conf.Fact]], None]],
+    ) -> None:
         self.store, self.conference_id = store, conference_id
+        self.listeners = listeners
 
     def __call__(self, facts: Sequence[conf.Fact]) -> None:
         cid = self.conference_id
@@ -273,7 +284,12 @@ class _FactWriter:
                 case conf.PresetDeleted(name=name):
                     self.store.delete_preset(name)
                 case conf.RecordingChanged():
-                    pass  # the recorder (bridge issue) indexes its files itself
+                    pass  # the recorder (web.recording) indexes its files itself
+        for listener in tuple(self.listeners):
+            try:
+                listener(facts)
+            except Exception:
+                logger.exception("a conference fact listener failed")
 
 
 def _peer_config(config: HuishangConfig) -> PeerConfig:
