@@ -173,6 +173,7 @@ class Conference:
         self.presets: dict[str, Layout] = dict(presets or {})
         self.banner = ""
         self.recording = False
+        self._programme_taps: set[str] = set()  # server-side programme listeners (uplink...)
         self.plan: RoutingPlan = self._compute_plan()
 
     # -- sessions ---------------------------------------------------------------------------
@@ -223,6 +224,17 @@ class Conference:
         out.broadcast(self._site_event(site_id))
         if self.floor == site_id:
             self._set_floor(None, out)
+        self._replan(out)
+        return out
+
+    def want_programme(self, tap: str, on: bool) -> Outcome:
+        """A server-side listener (*tap*: the uplink, a gateway) starts or stops taking the
+        programme; while any does (or recording is on) its sources are never paused."""
+        out = Outcome()
+        if on:
+            self._programme_taps.add(tap)
+        else:
+            self._programme_taps.discard(tap)
         self._replan(out)
         return out
 
@@ -646,6 +658,7 @@ class Conference:
             audio_muted=muted,
             wall_sources=wall,
             upcoming=upcoming,
+            programme_wanted=self.recording or bool(self._programme_taps),
         )
 
     def _replan(self, out: Outcome) -> None:

@@ -28,6 +28,7 @@ from bridge.mixer import AudioMixer
 from bridge.peer import Peer, PeerConfig
 from bridge.publication import Publication
 from bridge.relay import Relay
+from bridge.slot import Slot
 from bridge.track_reader import DecodedSource
 
 from .conference import Conference
@@ -59,6 +60,8 @@ class MediaBridge:
         self.listeners: list[Callable[[RoutingPlan], None]] = []
         #: The programme audio mix (:meth:`use_mixer`); None: one source per slot only.
         self.mixer: AudioMixer | None = None
+        #: Server-side programme listeners (:meth:`carry_programme`), by key.
+        self._programme_slots: dict[str, tuple[Slot | None, Slot | None, SiteId | None]] = {}
 
     # -- MediaPlane ---------------------------------------------------------------------------
 
@@ -114,6 +117,32 @@ class MediaBridge:
         mixer.start()
         self.apply(self.conference.plan)
 
+    def carry_programme(
+        self,
+        key: str,
+        *,
+        video: Slot | None = None,
+        audio: Slot | None = None,
+        minus: SiteId | None = None,
+    ) -> None:
+        """Keep *video* and *audio* (slots of :attr:`relay` connected to the caller's own
+        downstream: the recorder, the cascade uplink) routed to the programme as a terminal
+        at *minus* would get it (:meth:`RoutingPlan.programme_for`) after every plan, until
+        :meth:`drop_programme`. Pair it with ``Conference.want_programme`` so the programme's
+        publishers are not paused while nobody else watches."""
+        self._programme_slots[key] = (video, audio, minus)
+        self.apply(self.conference.plan)
+
+    def drop_programme(self, key: str) -> None:
+        """Stop routing *key*'s slots (they go blank); idempotent."""
+        slots = self._programme_slots.pop(key, None)
+        if slots is None:
+            return
+        for slot in slots[:2]:
+            if slot is not None and not slot.closed and slot.source is not None:
+                self.relay.route(slot, None)
+        self.apply(self.conference.plan)
+
     # -- routing ------------------------------------------------------------------------------
 
     def peer_of(self, site: str) -> Peer | None:
@@ -155,6 +184,12 @@ class MediaBridge:
             slot = peer.slot("main", "audio")
             if slot is not None:
                 self._route(slot, self._programme_audio(route.audio, mixed))
+        for video_slot, audio_slot, minus in tuple(self._programme_slots.values()):
+            programme = plan.programme_for(minus)
+            if video_slot is not None:
+                self._route(video_slot, self.publication(programme.video["main"], "video"))
+            if audio_slot is not None:
+                self._route(audio_slot, self._programme_audio(programme.audio, mixed))
         if self.mixer is not None:
             self.mixer.update(mixed)
         for listener in tuple(self.listeners):

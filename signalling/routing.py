@@ -12,6 +12,9 @@ Decisions (ARCHITECTURE.md, bridge/):
 - Wall displays and the operator's desk receive the wall output they show.
 - Programme audio is the chair and the floor holder, minus the subscriber itself (mix-minus) and
   minus any muted site: a muted site's audio is not forwarded at all.
+- The server's own programme listeners (the recorder, the cascade uplink) get what a terminal
+  would (:meth:`RoutingPlan.programme_for`); while one wants it (``programme_wanted``) the
+  programme's sources count as needed, so they are not paused even if no terminal is online.
 """
 
 from __future__ import annotations
@@ -50,9 +53,21 @@ class RoutingPlan:
     video_needed: frozenset[Source]  # sources whose video someone receives or the wall shows
     audio_needed: frozenset[SiteId]
     upcoming: frozenset[Source]  # sources a poll switches to next: ask their keyframes early
+    chair: SiteId | None = None
+    floor: SiteId | None = None
+    speakers: tuple[SiteId, ...] = ()  # chair and floor holder, unmuted: the programme audio
+    programme_wanted: bool = False  # a server-side listener (recorder, uplink) takes it
 
     def route(self, session: SessionId) -> SessionRoute | None:
         return self.routes.get(session)
+
+    def programme_for(self, site: SiteId | None) -> SessionRoute:
+        """The programme as a terminal at *site* gets it (None: a listener that is no site):
+        ``main`` video is the floor holder, or the chair when nobody holds the floor (or when
+        *site* holds it); audio is the speakers minus *site* (mix-minus)."""
+        view = SubscriberView(SessionId(""), site or SiteId(""), Role.TERMINAL, ("main",))
+        audio = tuple(s for s in self.speakers if s != site)
+        return SessionRoute(video={"main": _main_source(view, self.chair, self.floor)}, audio=audio)
 
 
 def compute_plan(
@@ -64,12 +79,18 @@ def compute_plan(
     audio_muted: frozenset[SiteId],
     wall_sources: Iterable[Source],
     upcoming: Iterable[Source] = (),
+    programme_wanted: bool = False,
 ) -> RoutingPlan:
     """Plan every session's slots from the conference's state (pure)."""
     routes: dict[SessionId, SessionRoute] = {}
     video_needed: set[Source] = set(wall_sources)
     audio_needed: set[SiteId] = set()
-    speakers = [s for s in (chair, floor) if s is not None and s not in audio_muted]
+    speakers = [s for s in dict.fromkeys((chair, floor)) if s is not None and s not in audio_muted]
+    if programme_wanted:
+        programme = floor if floor is not None else chair
+        if programme is not None:
+            video_needed.add(programme)
+        audio_needed.update(speakers)
     for view in sessions:
         video: dict[str, Source | None] = {}
         for slot in view.slots:
@@ -88,6 +109,10 @@ def compute_plan(
         video_needed=frozenset(video_needed),
         audio_needed=frozenset(audio_needed),
         upcoming=frozenset(upcoming),
+        chair=chair,
+        floor=floor,
+        speakers=tuple(speakers),
+        programme_wanted=programme_wanted,
     )
 
 

@@ -29,7 +29,7 @@ from websockets.exceptions import ConnectionClosed
 
 from . import messages as m
 from .conference import Conference, Fact, Outcome
-from .errors import BadRequest, Conflict, RateLimited, SignallingError, error_code
+from .errors import BadRequest, Conflict, NotFound, RateLimited, SignallingError, error_code
 from .model import SessionId, Site, SiteId
 from .routing import RoutingPlan
 
@@ -321,6 +321,42 @@ class SignallingServer:
         else:
             self._apply(self.conference.detach(session, now))
             log.info("connection lost; the site stays for %.0f s", self.conference.grace)
+
+    # -- server-side sessions (gateways) ------------------------------------------------------
+
+    def attach_local(self, site_id: SiteId) -> SessionId:
+        """Make *site_id* present through a session without a websocket: a gateway that
+        carries the site's media itself (a WHIP push, the upper level's programme at the
+        cascade uplink). The roster shows it online and the chair can give it the floor; a
+        websocket login of the same site replaces it (and vice versa). Messages addressed to
+        the session are dropped. End it with :meth:`detach_local`."""
+        if site_id not in self.conference.sites:
+            raise NotFound(f"unknown site {site_id!r}")
+        session = SessionId("local-" + secrets.token_hex(6))
+        outcome = self.conference.join(site_id, session, self._clock())
+        logger.info("%s present through a server-side session %s", site_id, session)
+        self._apply(outcome)
+        return session
+
+    async def detach_local(self, session: SessionId) -> None:
+        """End a session made by :meth:`attach_local` (its site goes offline unless a newer
+        session replaced it); idempotent."""
+        if self._media is not None:
+            try:
+                await self._media.close_session(session)
+            except Exception:
+                logger.exception("closing the media of local session %s failed", session)
+        self._apply(self.conference.leave(session, self._clock()))
+
+    def deliver(self, outcome: Outcome) -> None:
+        """Carry out an outcome of a conference change made outside a request (a gateway's
+        :meth:`Conference.want_programme`): messages, closes, media plan, facts."""
+        self._apply(outcome)
+        if self._media is not None and not (outcome.messages or outcome.closes):
+            try:
+                self._media.apply(self.conference.plan)
+            except Exception:
+                logger.exception("routing the media plane failed")
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -953,6 +953,26 @@ def test_chair_is_paused_when_nobody_receives_it(busy: Harness) -> None:
     ]
 
 
+def test_programme_taps_and_recording_unpause_the_programme(busy: Harness) -> None:
+    out = busy.media(CHAIR)  # nobody receives the chair yet: paused
+    assert sent_to(out, busy.session[CHAIR], "pause")[-1]["video"] is True
+    out = busy.c.want_programme("uplink", True)
+    assert sent_to(out, busy.session[CHAIR], "pause") == [
+        {"type": "pause", "video": False, "audio": False}
+    ]
+    assert busy.c.plan.programme_wanted
+    out = busy.c.want_programme("uplink", False)
+    assert sent_to(out, busy.session[CHAIR], "pause") == [
+        {"type": "pause", "video": True, "audio": True}
+    ]
+    out = busy.do(CHAIR, 1.0, type="record", on=True)  # the recorder takes the programme too
+    assert sent_to(out, busy.session[CHAIR], "pause") == [
+        {"type": "pause", "video": False, "audio": False}
+    ]
+    out = busy.do(CHAIR, 2.0, type="record", on=False)
+    assert sent_to(out, busy.session[CHAIR], "pause")[-1]["video"] is True
+
+
 def test_detached_session_gets_nothing_and_resumes_after_set_media(busy: Harness) -> None:
     busy.media(CHAIR, ZHUJI)
     busy.c.detach(busy.session[ZHUJI], 1.0)

@@ -10,8 +10,11 @@ from dataclasses import dataclass
 import pytest
 from aiortc import RTCSessionDescription
 
+from bridge.rtp import StreamRewriter
+from bridge.slot import Slot
 from bridge.testkit import LoopbackClient, MarkedVideoTrack, wait_for
 from signalling.client import Client, ClientError
+from signalling.model import SiteId
 from web.app import Huishang
 
 CHAIR, ZHUJI, XIANCUN, LIEDE = "tianhe", "tianhe.zhuji", "tianhe.xiancun", "tianhe.liede"
@@ -154,3 +157,81 @@ async def test_the_chair_previews_sites_in_its_extra_slots(server: Huishang) -> 
         assert info.value.code == "not_found"
     finally:
         await close(chair, zhuji, liede)
+
+
+class _Collector:
+    """A DownstreamPort that keeps what the relay sends (a server-side programme listener)."""
+
+    def __init__(self) -> None:
+        self.packets: list[bytes] = []
+
+    @property
+    def ssrc(self) -> int:
+        return 1234
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    async def send(self, sequence_number: int, data: bytes, payload_size: int) -> None:
+        self.packets.append(data)
+
+    def close(self) -> None:
+        pass
+
+
+def _listener(app: Huishang, kind: str) -> tuple[Slot, _Collector]:
+    assert app.media is not None
+    slot = app.media.relay.create_slot(f"listener/{kind}", kind)
+    port = _Collector()
+    video = kind == "video"
+    slot.connect(
+        port,
+        StreamRewriter(
+            ssrc=port.ssrc,
+            payload_type=96 if video else 111,
+            clock_rate=90000 if video else 48000,
+            vp8=video,
+            extension_ids={},
+            mid=None,
+            initial_sequence=1,
+            initial_timestamp=1,
+        ),
+    )
+    return slot, port
+
+
+async def test_a_server_side_listener_carries_the_programme_with_mix_minus(
+    server: Huishang,
+) -> None:
+    assert server.media is not None
+    chair, zhuji = [await terminal(server, s) for s in (CHAIR, ZHUJI)]
+    video, video_port = _listener(server, "video")
+    audio, audio_port = _listener(server, "audio")
+    try:
+        server.signalling.deliver(server.conference.want_programme("test", True))
+        server.media.carry_programme("test", video=video, audio=audio)
+        chair_video = server.media.publication(CHAIR, "video")
+        await wait_for(lambda: video.source is chair_video, 10, "programme = the chair")
+        await wait_for(lambda: len(video_port.packets) > 20, 15, "chair video forwarded")
+        await wait_for(lambda: len(audio_port.packets) > 20, 15, "chair audio forwarded")
+        # 珠吉街 takes the floor: the video follows; the audio is the mix of chair + floor
+        await chair.signalling.request({"type": "floor", "site": ZHUJI})
+        zhuji_video = server.media.publication(ZHUJI, "video")
+        await wait_for(lambda: video.source is zhuji_video, 10, "programme = the floor")
+        mixer = server.media.mixer
+        assert mixer is not None
+        await wait_for(
+            lambda: audio.source is mixer.publication,
+            10,
+            "programme audio = the mix",
+        )
+        # minus the floor holder: that listener hears only the chair, sees the chair
+        server.media.carry_programme("test", video=video, audio=audio, minus=SiteId(ZHUJI))
+        await wait_for(lambda: video.source is chair_video, 10, "minus: the chair")
+        assert audio.source is server.media.publication(CHAIR, "audio")
+        server.media.drop_programme("test")
+        await wait_for(lambda: video.source is None, 10, "dropped")
+    finally:
+        server.signalling.deliver(server.conference.want_programme("test", False))
+        await close(chair, zhuji)

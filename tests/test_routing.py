@@ -139,3 +139,37 @@ def test_floor_equal_to_chair_is_heard_once() -> None:
     p = plan(floor=CHAIR)
     assert audio(p, V_A) == (CHAIR,)
     assert main(p, V_A) == CHAIR
+
+
+# -- the programme for server-side listeners (recorder, cascade uplink) ------------------------
+
+
+def test_programme_for_is_what_a_terminal_gets_with_mix_minus() -> None:
+    p = plan(floor=A)
+    assert p.programme_for(None).video == {"main": A}
+    assert p.programme_for(None).audio == (CHAIR, A)
+    # the floor holder itself gets the chair, and never its own audio
+    assert p.programme_for(A).video == {"main": CHAIR}
+    assert p.programme_for(A).audio == (CHAIR,)
+    # without a floor: the chair, and a muted chair is not heard
+    p = plan(muted=frozenset({CHAIR}))
+    assert p.programme_for(B).video == {"main": CHAIR}
+    assert p.programme_for(B).audio == ()
+
+
+def test_programme_wanted_keeps_its_sources_needed_without_subscribers() -> None:
+    alone = (V_WALL,)
+    idle = plan(floor=A, sessions=alone)
+    assert A not in idle.video_needed and CHAIR not in idle.audio_needed
+    wanted = compute_plan(
+        chair=CHAIR,
+        floor=A,
+        sessions=alone,
+        previews={},
+        audio_muted=frozenset({A}),
+        wall_sources=(),
+        programme_wanted=True,
+    )
+    assert A in wanted.video_needed
+    assert wanted.audio_needed == {CHAIR}  # the muted floor holder stays paused
+    assert wanted.programme_wanted and wanted.speakers == (CHAIR,)

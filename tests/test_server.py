@@ -13,6 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from signalling.client import Client, ClientError
+from signalling.model import SiteId
 from web.app import Huishang
 from web.config import HuishangConfig
 
@@ -277,3 +278,34 @@ async def test_presets_survive_a_restart(demo_config: HuishangConfig) -> None:
         await operator.close()
     finally:
         await app.close()
+
+
+async def test_server_side_session_is_present_and_can_take_the_floor(server: Huishang) -> None:
+    chair = await join(server, "tianhe", "chair")
+    session = server.signalling.attach_local(SiteId("tianhe.uplink"))
+    event = await chair.next_event(
+        "site", where=lambda e: e["site"]["id"] == "tianhe.uplink" and e["site"]["online"]
+    )
+    assert event["site"]["online"] is True
+    reply = await chair.request({"type": "floor", "site": "tianhe.uplink"})
+    assert reply["type"] == "ok"
+    assert server.conference.floor == "tianhe.uplink"
+    await server.signalling.detach_local(session)
+    await chair.next_event(
+        "site", where=lambda e: e["site"]["id"] == "tianhe.uplink" and not e["site"]["online"]
+    )
+    assert server.conference.floor is None  # the floor holder left
+    await server.signalling.detach_local(session)  # idempotent
+    with pytest.raises(Exception, match="unknown site"):
+        server.signalling.attach_local(SiteId("nowhere"))
+    await chair.close()
+
+
+async def test_websocket_login_replaces_a_server_side_session(server: Huishang) -> None:
+    local = server.signalling.attach_local(SiteId("tianhe.zhuji"))
+    assert server.conference.live_session(SiteId("tianhe.zhuji")) == local
+    terminal = await join(server, "tianhe.zhuji", "terminal")
+    assert server.conference.live_session(SiteId("tianhe.zhuji")) == terminal.session
+    await server.signalling.detach_local(local)  # the replaced session: site stays online
+    assert "tianhe.zhuji" in server.conference.online()
+    await terminal.close()
