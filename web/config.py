@@ -6,10 +6,21 @@ an unknown role, a duplicate site id, a parent that does not exist or a port out
 stops the start with a :class:`ConfigError` naming the file, the key as a dotted path
 (``sites.toml: sites[3].role``, array indexes count from 0) and what is wrong.
 
-Paths in the files (``sites``, ``data_dir``, ``tls.cert``, ``tls.key``, ``demo.tokens_file``)
-resolve against the folder of the file that names them, so the server behaves the same from
-any working directory; ``~`` is expanded. ``data_dir_override`` (the CLI's ``--data``) is a
-command-line path: relative to the working directory.
+Paths in the files (``sites``, ``data_dir``, ``tls.cert``, ``tls.key``, ``demo.tokens_file``,
+``uplink.token_file``, ``uplink.ca_file``) resolve against the folder of the file that names
+them, so the server behaves the same from any working directory; ``~`` is expanded.
+``data_dir_override`` (the CLI's ``--data``) is a command-line path: relative to the working
+directory.
+
+The optional ``[uplink]`` table (the cascade uplink, 级联; :mod:`web.uplink`) links this server
+up to an upper-level Huishang: its signalling ``url`` (``ws://`` or ``wss://``), this server's
+``token`` there (or a ``token_file`` holding it, so the secret stays out of the main file), the
+local ``site`` (level ``uplink`` in the site directory) under which the upper level's programme
+appears here, what to publish upwards (``publish = "programme"``: the floor holder or the
+chair, with the programme audio; ``"wall"``: a wall ``output``, with the programme audio), and
+for ``wss://`` a ``ca_file`` to trust (a self-signed upper server) or ``verify = false``
+(testing only: no certificate check at all). ``retry_min_s`` / ``retry_max_s`` bound the
+reconnect backoff. No ``[uplink]`` table: no uplink.
 """
 
 from __future__ import annotations
@@ -36,6 +47,8 @@ __all__ = [
     "Listener",
     "TlsConfig",
     "TlsMode",
+    "UplinkPublish",
+    "UplinkSettings",
     "default_config_path",
     "load_config",
     "near_matches",
@@ -119,6 +132,28 @@ class CameraSettings:
     rtsp_transport: str = "tcp"  # "tcp" | "udp"
 
 
+class UplinkPublish(enum.StrEnum):
+    """What the cascade uplink sends to the upper level (always with the programme audio)."""
+
+    PROGRAMME = "programme"  # the floor holder, or the chair when nobody holds the floor
+    WALL = "wall"  # one wall output's composite
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkSettings:
+    """The ``[uplink]`` table: where and how this server joins its upper level (级联)."""
+
+    url: str
+    token: str = field(repr=False)
+    site: SiteId
+    publish: UplinkPublish = UplinkPublish.PROGRAMME
+    output: str = "wall"  # the wall output sent when ``publish`` is ``wall``
+    verify: bool = True  # False: no TLS certificate check (testing only)
+    ca_file: Path | None = None  # extra CA bundle (PEM) for a self-signed upper server
+    retry_min_s: float = 1.0
+    retry_max_s: float = 30.0
+
+
 def _empty_map() -> Mapping[SiteId, str]:
     return MappingProxyType({})
 
@@ -142,6 +177,8 @@ class HuishangConfig:
     #: DEMO ONLY plain tokens (``[demo] tokens_file``); empty in a real deployment.
     demo_tokens: Mapping[SiteId, str] = field(default_factory=_empty_map)
     cameras: Mapping[SiteId, CameraSettings] = field(default_factory=lambda: MappingProxyType({}))
+    #: The cascade uplink to an upper-level server; None: this server links up to nobody.
+    uplink: UplinkSettings | None = None
 
     def site(self, site_id: str) -> Site:
         """The site with this id (:class:`KeyError` if none)."""
@@ -193,9 +230,11 @@ def load_config(path: Path, *, data_dir_override: Path | None = None) -> Huishan
     demo = top.table("demo")
     tokens_path = demo.optional_path("tokens_file")
     demo.finish()
+    uplink_table = top.table("uplink") if top.has("uplink") else None
     top.finish()
 
     sites, token_hashes, cameras = _read_sites(sites_path)
+    uplink = _uplink(uplink_table, sites, sites_path) if uplink_table is not None else None
     demo_tokens: dict[SiteId, str] = {}
     if tokens_path is not None:
         demo_tokens = _read_demo_tokens(tokens_path, sites_path, token_hashes)
@@ -212,6 +251,7 @@ def load_config(path: Path, *, data_dir_override: Path | None = None) -> Huishan
         token_hashes=MappingProxyType(token_hashes),
         demo_tokens=MappingProxyType(demo_tokens),
         cameras=MappingProxyType(cameras),
+        uplink=uplink,
     )
 
 
@@ -287,6 +327,71 @@ def _limits(table: TableReader) -> Limits:
     )
     table.finish()
     return limits
+
+
+def _uplink(table: TableReader, sites: tuple[Site, ...], sites_path: Path) -> UplinkSettings:
+    url = table.string("url", nonempty=True)
+    if not url.startswith(("ws://", "wss://")):
+        raise table.error("url", f"must start with ws:// or wss://, got {url!r}")
+    token = table.optional_string("token")
+    token_file = table.optional_path("token_file")
+    if token is not None and token_file is not None:
+        raise table.error("token_file", "give token or token_file, not both")
+    if token_file is not None:
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            problem = getattr(exc, "strerror", None) or str(exc)
+            raise table.error("token_file", f"cannot read {token_file}: {problem}") from None
+        if not token:
+            raise table.error("token_file", f"{token_file} is empty")
+    if token is None:
+        raise table.error("token", "missing (required; or give token_file)")
+    site_id = SiteId(table.string("site", nonempty=True))
+    publish = UplinkPublish(
+        table.choice(
+            "publish", [p.value for p in UplinkPublish], default=UplinkPublish.PROGRAMME.value
+        )
+    )
+    output = table.optional_string("output")
+    verify = table.boolean("verify", default=True)
+    ca_file = table.optional_path("ca_file")
+    defaults = UplinkSettings(url="", token="", site=SiteId(""))
+    retry_min = table.number("retry_min_s", default=defaults.retry_min_s, positive=True)
+    retry_max = table.number("retry_max_s", default=defaults.retry_max_s, positive=True)
+    table.finish()
+    if output is not None and publish is not UplinkPublish.WALL:
+        raise table.error("output", 'only used with publish = "wall"')
+    if not url.startswith("wss://"):
+        if ca_file is not None:
+            raise table.error("ca_file", "only used with a wss:// url")
+        if not verify:
+            raise table.error("verify", "only used with a wss:// url")
+    if ca_file is not None and not verify:
+        raise table.error("ca_file", "verify = false checks no certificate: drop one of them")
+    if ca_file is not None and not ca_file.is_file():
+        raise table.error("ca_file", f"file not found: {ca_file}")
+    if retry_max < retry_min:
+        raise table.error("retry_max_s", f"must not be less than retry_min_s ({retry_min:g})")
+    site = next((s for s in sites if s.id == site_id), None)
+    if site is None:
+        hint = _did_you_mean(site_id, [s.id for s in sites if s.level is Level.UPLINK])
+        raise table.error("site", f"no site {site_id!r} in {sites_path.name}{hint}")
+    if site.level is not Level.UPLINK:
+        raise table.error(
+            "site", f"site {site_id!r} has level {site.level.value!r}; it must be 'uplink'"
+        )
+    return UplinkSettings(
+        url=url,
+        token=token,
+        site=site_id,
+        publish=publish,
+        output=output or "wall",
+        verify=verify,
+        ca_file=ca_file,
+        retry_min_s=retry_min,
+        retry_max_s=retry_max,
+    )
 
 
 def _read_sites(

@@ -132,6 +132,9 @@ class TableReader:
             return None
         return self.string(name, nonempty=True)
 
+    def boolean(self, name: str, *, default: object = _MISSING) -> bool:
+        return self._typed(name, bool, default, "a boolean")
+
     def integer(
         self, name: str, *, default: object = _MISSING, bounds: tuple[int, int] | None = None
     ) -> int:

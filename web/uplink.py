@@ -1,27 +1,97 @@
-"""The cascade uplink (级联): this server joins an upper-level Huishang as its uplink site,
-publishes the district programme and brings the upper level's programme in as a source.
+"""The cascade uplink (级联) gateway: this server joins an upper-level Huishang as its uplink
+site, publishes its programme there and brings the upper level's programme in as a source.
 
-Not built yet (issue 5): :func:`start` starts nothing.
+Wiring only; the link itself is :class:`signalling.uplink.Uplink` (protocol, reconnects,
+routing) over :class:`bridge.uplink_peer.UplinkPeer` (media). :func:`start` reads the
+``[uplink]`` table of huishang.toml (:class:`web.config.UplinkSettings`): no table, no uplink.
+
+- TLS for a ``wss://`` upper server: the system's trust store, plus ``ca_file`` when given (a
+  self-signed upper server); ``verify = false`` checks nothing (testing only, logged loudly).
+- ``publish = "wall"`` sends the wall output ``output``; it must be one of this server's
+  outputs (checked at start: :class:`~web.config.ConfigError` naming ``uplink.output``).
+- ``GET /api/uplink``: the link's state as JSON (``{"configured": false}`` without one): state
+  (``connecting`` / ``up`` / ``waiting`` / ``closed``), since, the upper URL and our site
+  there, what the upper level shows us, reconnect counters, the last error, the seconds to
+  the next retry, the upper level's pause requests, packets sent up and received down.
 """
 
 from __future__ import annotations
 
+import logging
+import ssl
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from signalling.uplink import Uplink, UplinkConfig
+from web.config import ConfigError, UplinkPublish, UplinkSettings
 from web.gateway import Gateway
 
 if TYPE_CHECKING:
     from web.app import Huishang
 
-__all__ = ["start"]
+__all__ = ["start", "uplink_config"]
+
+logger = logging.getLogger(__name__)
 
 
-class _NotBuilt:
+class _NoUplink:
     async def close(self) -> None:
         return None
 
 
+def uplink_config(settings: UplinkSettings, outputs: list[str], config_path: str) -> UplinkConfig:
+    """The signalling package's config for *settings* (TLS context made here)."""
+    context: ssl.SSLContext | None = None
+    if settings.url.startswith("wss://"):
+        context = ssl.create_default_context(
+            cafile=str(settings.ca_file) if settings.ca_file else None
+        )
+        if not settings.verify:
+            logger.warning("uplink: TLS certificate checks are OFF (verify = false): testing only")
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+    output: str | None = None
+    if settings.publish is UplinkPublish.WALL:
+        if settings.output not in outputs:
+            raise ConfigError(
+                Path(config_path),
+                "uplink.output",
+                f"no wall output {settings.output!r} (this server has: {', '.join(outputs)})",
+            )
+        output = settings.output
+    return UplinkConfig(
+        url=settings.url,
+        token=settings.token,
+        site=settings.site,
+        publish_output=output,
+        ssl=context,
+        retry_min_s=settings.retry_min_s,
+        retry_max_s=settings.retry_max_s,
+    )
+
+
 async def start(app: Huishang, aio: web.Application) -> Gateway:
-    return _NotBuilt()
+    settings = app.config.uplink
+    if settings is None or app.media is None:
+
+        async def no_uplink(request: web.Request) -> web.Response:
+            return web.json_response({"configured": False})
+
+        aio.router.add_get("/api/uplink", no_uplink)
+        return _NoUplink()
+    outputs = list(app.conference.config.outputs)
+    uplink = Uplink(
+        uplink_config(settings, outputs, str(app.config.path)),
+        app.media,
+        app.signalling,
+        peer_config=app.media.peer_config,
+    )
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response(uplink.status())
+
+    aio.router.add_get("/api/uplink", status)
+    uplink.start()
+    return uplink

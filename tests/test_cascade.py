@@ -1,0 +1,489 @@
+"""The cascade uplink (级联): province ← city ← district, each a real ``huishang serve`` process.
+
+Each level's configuration is written here: the province knows the city as a site with the
+``uplink`` role; the city knows the district the same way and has its own ``[uplink]`` to the
+province; the district has an ``[uplink]`` to the city. Terminals at each level are aiortc
+clients speaking PROTOCOL.md through the Python client, each painting its own tag into its
+frames (bridge.testkit.MarkedVideoTrack), so a decoded picture says whose camera it is.
+
+Also here: the uplink's media peer against a bridge peer in one process (no servers), and the
+backoff's shape. Nothing asserts timings; waits have generous limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiortc import RTCSessionDescription
+
+from bridge.ice import IceConfig, apply_ice_config
+from bridge.peer import Peer
+from bridge.testkit import Bridge, LoopbackClient, MarkedVideoTrack, wait_for
+from bridge.uplink_peer import UplinkPeer
+from signalling.client import Client, ClientError
+from signalling.uplink import backoff_delay
+from web.tokens import hash_token
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# tags painted into the frames (4 bits)
+PROVINCE_CHAIR, CITY_CHAIR, DISTRICT_CHAIR, STREET = 1, 2, 3, 4
+
+
+# -- the uplink's media peer, in one process ------------------------------------------------
+
+
+@pytest.fixture
+def loopback_ice() -> Iterator[None]:
+    undo = apply_ice_config(IceConfig(host_addresses=("127.0.0.1",)))
+    try:
+        yield
+    finally:
+        undo()
+
+
+async def test_uplink_peer_forwards_both_ways_without_a_server(loopback_ice: None) -> None:
+    district, upper = Bridge(), Bridge()
+    uplink = UplinkPeer("uplink#1", district.relay)
+    upper_side = Peer("district-uplink", upper.relay)
+    try:
+        _, local, _ = await district.publisher(DISTRICT_CHAIR)
+        _, remote, _ = await upper.publisher(PROVINCE_CHAIR)
+        viewer, viewer_peer = await district.subscriber()
+        upper_viewer, upper_viewer_peer = await upper.subscriber()
+        answer = await upper_side.answer(await uplink.offer())
+        assert sorted(answer.slots.values()) == ["main", "main"]  # audio + video sendrecv
+        await uplink.accept(answer.sdp)
+        await uplink.connected(20)
+        # up: the district's publisher through the uplink's slot to a viewer at the upper level
+        up_video, up_audio = uplink.slot("video"), uplink.slot("audio")
+        assert up_video is not None and up_audio is not None
+        district.relay.route(up_video, local.publication("video"))
+        district.relay.route(up_audio, local.publication("audio"))
+        upper.relay.route(upper_viewer_peer.slot("main", "video"), upper_side.publication("video"))
+        # down: the upper level's programme through the uplink's publication to a local viewer
+        upper.relay.route(upper_side.slot("main", "video"), remote.publication("video"))
+        down = uplink.publication("video")
+        assert down is not None
+        district.relay.route(viewer_peer.slot("main", "video"), down)
+        await wait_for(
+            lambda: DISTRICT_CHAIR in _tags(upper_viewer), 30, "the district's picture upstairs"
+        )
+        await wait_for(lambda: PROVINCE_CHAIR in _tags(viewer), 30, "the upper picture here")
+        assert set(_tags(upper_viewer)) == {DISTRICT_CHAIR}
+        assert set(_tags(viewer)) == {PROVINCE_CHAIR}
+        stats = uplink.stats()
+        assert stats["sent"]["video"] > 0 and stats["sent"]["audio"] > 0
+        assert stats["received"]["video"] > 0
+        # a keyframe request from the upper viewer reaches the district's publisher
+        before = local.publication("video").plis_sent  # type: ignore[union-attr]
+        upper_viewer_peer.slot("main", "video").request_keyframe()  # type: ignore[union-attr]
+        await wait_for(
+            lambda: local.publication("video").plis_sent > before,  # type: ignore[union-attr]
+            10,
+            "the PLI to travel down to the district's publisher",
+        )
+    finally:
+        await uplink.close()
+        await uplink.close()  # idempotent
+        await upper_side.close()
+        await district.close()
+        await upper.close()
+    assert uplink.slot("video").closed  # type: ignore[union-attr]
+    assert uplink.publication("video").closed  # type: ignore[union-attr]
+
+
+async def test_uplink_peer_refuses_a_bogus_answer(loopback_ice: None) -> None:
+    bridge = Bridge()
+    uplink = UplinkPeer("uplink#1", bridge.relay)
+    try:
+        await uplink.offer()
+        with pytest.raises(Exception, match="answer"):
+            await uplink.accept("v=0\r\nthis is no SDP\r\n")
+    finally:
+        await uplink.close()
+        await bridge.close()
+
+
+def test_backoff_grows_with_jitter_and_is_capped() -> None:
+    assert backoff_delay(1, 1.0, 30.0, lambda: 0.0) == 0.5
+    assert backoff_delay(1, 1.0, 30.0, lambda: 1.0) == 1.0
+    assert backoff_delay(3, 1.0, 30.0, lambda: 1.0) == 4.0
+    assert backoff_delay(50, 1.0, 30.0, lambda: 1.0) == 30.0
+    assert backoff_delay(50, 1.0, 30.0, lambda: 0.0) == 15.0
+    delays = {backoff_delay(4, 1.0, 30.0) for _ in range(20)}
+    assert len(delays) > 1 and all(4.0 <= d <= 8.0 for d in delays)
+
+
+# -- three real servers -------------------------------------------------------------------
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        sockets.append(s)
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@dataclass
+class LevelConfig:
+    """One server's config folder: sites (id, name, role, level), tokens, an optional uplink."""
+
+    name: str
+    folder: Path
+    web_port: int
+    signalling_port: int
+    sites: list[tuple[str, str, str, str]]
+    uplink: dict[str, Any] | None = None
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def token_for(self, site_id: str) -> str:
+        return self.tokens.setdefault(site_id, f"{self.name}-{site_id}-token-0123456789")
+
+    def write(self) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        entries = []
+        for site_id, name, role, level in self.sites:
+            token = self.token_for(site_id)
+            entries.append(
+                f'[[sites]]\nid = "{site_id}"\nname = "{name}"\nrole = "{role}"\n'
+                f'level = "{level}"\ntoken_hash = "{hash_token(token)}"\n'
+            )
+        (self.folder / "sites.toml").write_text("\n".join(entries), encoding="utf-8")
+        main = (
+            f'sites = "sites.toml"\ndata_dir = "data"\n\n'
+            f'[web]\nhost = "127.0.0.1"\nport = {self.web_port}\n\n'
+            f'[signalling]\nhost = "127.0.0.1"\nport = {self.signalling_port}\n\n'
+            '[ice]\nhost_addresses = ["127.0.0.1"]\n\n[limits]\nrejoin_grace_s = 15.0\n'
+        )
+        if self.uplink is not None:
+            (self.folder / "uplink-token.txt").write_text(self.uplink["token"] + "\n")
+            main += (
+                f'\n[uplink]\nurl = "{self.uplink["url"]}"\ntoken_file = "uplink-token.txt"\n'
+                f'site = "{self.uplink["site"]}"\nretry_min_s = 0.5\nretry_max_s = 2.0\n'
+            )
+        path = self.folder / "huishang.toml"
+        path.write_text(main, encoding="utf-8")
+        return path
+
+    @property
+    def web(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    @property
+    def signalling(self) -> str:
+        return f"ws://127.0.0.1:{self.signalling_port}/"
+
+
+class ServerProcess:
+    """``huishang serve --config FILE`` as a user runs it; output to files in its folder."""
+
+    def __init__(self, level: LevelConfig) -> None:
+        self.level = level
+        self.process: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+
+    def start(self) -> None:
+        self.runs += 1
+        config = self.level.write()
+        out = open(self.level.folder / f"stdout-{self.runs}.txt", "wb")  # noqa: SIM115
+        err = open(self.level.folder / f"stderr-{self.runs}.txt", "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "web.cli", "serve", "--config", str(config)],
+            cwd=ROOT,
+            stdout=out,
+            stderr=err,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        out.close()
+        err.close()
+        deadline = time.monotonic() + 60
+        while "signalling " not in self.stdout():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{self.level.name} did not start:\n{self.stderr()[-3000:]}")
+            time.sleep(0.1)
+
+    def stdout(self) -> str:
+        return (self.level.folder / f"stdout-{self.runs}.txt").read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return (self.level.folder / f"stderr-{self.runs}.txt").read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL: the server dies as in a crash or a power cut."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(15)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.level.web + path, timeout=10) as response:
+            return json.loads(response.read())
+
+
+@dataclass
+class Cascade:
+    province: ServerProcess
+    city: ServerProcess
+    district: ServerProcess
+
+
+@pytest.fixture(scope="module")
+def cascade(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cascade]:
+    root = tmp_path_factory.mktemp("cascade")
+    ports = free_ports(6)
+    province = LevelConfig(
+        "province",
+        root / "province",
+        ports[0],
+        ports[1],
+        [
+            ("gd", "广东省应急指挥中心", "chair", "district"),
+            ("gd.gz", "广州市", "uplink", "district"),
+        ],
+    )
+    city = LevelConfig(
+        "city",
+        root / "city",
+        ports[2],
+        ports[3],
+        [
+            ("gz", "广州市应急指挥中心", "chair", "district"),
+            ("gz.tianhe", "天河区", "uplink", "district"),
+            ("gz.up", "广东省", "uplink", "uplink"),
+        ],
+    )
+    city.uplink = {
+        "url": province.signalling,
+        "token": province.token_for("gd.gz"),
+        "site": "gz.up",
+    }
+    district = LevelConfig(
+        "district",
+        root / "district",
+        ports[4],
+        ports[5],
+        [
+            ("tianhe", "天河区应急指挥中心", "chair", "district"),
+            ("tianhe.zhuji", "珠吉街", "terminal", "street"),
+            ("tianhe.up", "广州市应急指挥中心", "uplink", "uplink"),
+        ],
+    )
+    district.uplink = {
+        "url": city.signalling,
+        "token": city.token_for("gz.tianhe"),
+        "site": "tianhe.up",
+    }
+    servers = Cascade(ServerProcess(province), ServerProcess(city), ServerProcess(district))
+    try:
+        for server in (servers.province, servers.city, servers.district):
+            server.start()
+        yield servers
+    finally:
+        for server in (servers.district, servers.city, servers.province):
+            server.stop()
+
+
+class Terminal:
+    """A terminal at one level: camera (marked frames) + microphone up, programme down."""
+
+    def __init__(self, client: Client, tag: int) -> None:
+        self.client = client
+        self.tag = tag
+        self.peer = LoopbackClient()
+        self.peer.send(MarkedVideoTrack(tag, fps=15))
+
+    @classmethod
+    async def join(cls, level: LevelConfig, site: str, tag: int) -> Terminal:
+        client = await Client.connect(level.signalling, level.token_for(site), timeout=20)
+        terminal = cls(client, tag)
+        pc = terminal.peer.pc
+        await pc.setLocalDescription(await pc.createOffer())
+        reply = await client.request({"type": "offer", "sdp": pc.localDescription.sdp}, 20)
+        await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+        await wait_for(lambda: pc.connectionState == "connected", 30, f"{site}'s media")
+        return terminal
+
+    def tags(self) -> list[int]:
+        """Tags of the decoded ``main`` video frames, in order."""
+        return [v >> 12 for received in self.peer.video.values() for v, _ in received.frames]
+
+    def frames(self) -> int:
+        return sum(len(received.frames) for received in self.peer.video.values())
+
+    def audio_frames(self) -> int:
+        return sum(self.peer.audio_frames.values())
+
+    async def sees(self, tag: int, what: str, timeout: float = 45) -> None:
+        """Wait until the newest decoded frames show *tag*."""
+        await wait_for(lambda: self.tags()[-5:] == [tag] * 5, timeout, what)
+
+    async def floor(self, site: str | None) -> None:
+        """(the chair) Give the floor to *site*, retrying while it is not online yet."""
+        deadline = time.monotonic() + 45
+        while True:
+            try:
+                await self.client.request({"type": "floor", "site": site})
+                return
+            except ClientError as exc:
+                if exc.code != "conflict" or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+
+    async def close(self) -> None:
+        await self.peer.close()
+        await self.client.close()
+
+
+def _tags(client: LoopbackClient) -> list[int]:
+    return [tag for received in client.video.values() for tag in received.tags()]
+
+
+async def wait_uplink(server: ServerProcess, state: str, connects: int = 1) -> dict[str, Any]:
+    """Poll ``GET /api/uplink`` until the link is in *state* (and came up *connects* times)."""
+    status: dict[str, Any] = {}
+
+    def ready() -> bool:
+        nonlocal status
+        try:
+            status = server.get("/api/uplink")
+        except OSError:
+            return False
+        return bool(status["state"] == state and status["connects"] >= connects)
+
+    deadline = time.monotonic() + 60
+    while not await asyncio.to_thread(ready):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{server.level.name} uplink never {state}: {status}")
+        await asyncio.sleep(0.2)
+    return status
+
+
+@pytest.fixture
+async def terminals(cascade: Cascade, loopback_ice: None) -> AsyncIterator[dict[str, Terminal]]:
+    await wait_uplink(cascade.city, "up")
+    await wait_uplink(cascade.district, "up")
+    joined: dict[str, Terminal] = {}
+    try:
+        for name, server, site, tag in (
+            ("province", cascade.province, "gd", PROVINCE_CHAIR),
+            ("city", cascade.city, "gz", CITY_CHAIR),
+            ("district", cascade.district, "tianhe", DISTRICT_CHAIR),
+            ("street", cascade.district, "tianhe.zhuji", STREET),
+        ):
+            joined[name] = await Terminal.join(server.level, site, tag)
+        yield joined
+    finally:
+        for terminal in joined.values():
+            await terminal.close()
+
+
+async def test_the_province_reaches_a_street_and_a_street_reaches_the_province(
+    cascade: Cascade, terminals: dict[str, Terminal]
+) -> None:
+    province, city, district, street = (
+        terminals[k] for k in ("province", "city", "district", "street")
+    )
+    status = cascade.district.get("/api/uplink")
+    assert status["upper_site"]["id"] == "gz.tianhe" and status["upper_site"]["role"] == "uplink"
+    roster = {s["id"]: s for s in cascade.district.get("/api/status")["sites"]}
+    assert roster["tianhe.up"]["online"]  # the upper level is present here as a site
+    # Down: the city and the district give the floor to their uplinks; the street sees (and
+    # hears) the province's chair, two hops away.
+    await city.floor("gz.up")
+    await district.floor("tianhe.up")
+    await street.sees(PROVINCE_CHAIR, "the province's chair at the street")
+    await district.sees(PROVINCE_CHAIR, "the province's chair at the district's chair")
+    heard = street.audio_frames()
+    await wait_for(lambda: street.audio_frames() > heard + 50, 30, "programme audio at the street")
+    # Up: the province gives the floor to the city, the city to the district, the district
+    # to the street; the province's chair sees the street's camera, two hops up.
+    await province.floor("gd.gz")
+    await city.floor("gz.tianhe")
+    await district.floor("tianhe.zhuji")
+    await province.sees(STREET, "the street's camera at the province")
+    heard = province.audio_frames()
+    await wait_for(lambda: province.audio_frames() > heard + 50, 30, "audio at the province")
+    # the district's programme goes back to its chair: the province follows
+    await district.floor(None)
+    await province.sees(DISTRICT_CHAIR, "the district's chair at the province")
+    # nobody upstairs watches the district any more: the city pauses the district's uplink
+    await city.floor(None)
+    await province.floor(None)
+    deadline = time.monotonic() + 30
+    while not cascade.district.get("/api/uplink")["paused"]["video"]:
+        assert time.monotonic() < deadline, "the city never paused the district's uplink"
+        await asyncio.sleep(0.2)
+    # ... and the district obeys: nothing more goes up while paused
+    sent = cascade.district.get("/api/uplink")["media"]["sent"]["video"]
+    await asyncio.sleep(1.0)
+    assert cascade.district.get("/api/uplink")["media"]["sent"]["video"] == sent
+
+
+async def test_the_district_carries_on_while_the_city_restarts(
+    cascade: Cascade, terminals: dict[str, Terminal]
+) -> None:
+    province, district, street = terminals["province"], terminals["district"], terminals["street"]
+    await district.floor(None)
+    await street.sees(DISTRICT_CHAIR, "the district's chair at the street")
+    before = await wait_uplink(cascade.district, "up")
+    connects = before["connects"]
+    cascade.city.kill()
+    await terminals["city"].close()
+    down = await asyncio.to_thread(lambda: cascade.district.get("/api/uplink"))
+    deadline = time.monotonic() + 30
+    while down["state"] == "up":
+        assert time.monotonic() < deadline, "the district never noticed the city was gone"
+        await asyncio.sleep(0.1)
+        down = await asyncio.to_thread(lambda: cascade.district.get("/api/uplink"))
+    assert down["last_error"]
+    roster = {s["id"]: s for s in cascade.district.get("/api/status")["sites"]}
+    assert not roster["tianhe.up"]["online"]
+    # the district's own conference goes on: the street keeps decoding its chair
+    seen = street.frames()
+    await wait_for(lambda: street.frames() > seen + 30, 30, "frames at the street, city down")
+    assert set(street.tags()[seen:]) == {DISTRICT_CHAIR}
+    # the city comes back on the same ports; the district links up again by itself
+    cascade.city.start()
+    status = await wait_uplink(cascade.district, "up", connects + 1)
+    assert status["attempts"] > before["attempts"]
+    await wait_uplink(cascade.city, "up")
+    seen = street.frames()
+    await wait_for(lambda: street.frames() > seen + 30, 30, "frames at the street after")
+    assert set(street.tags()) == {DISTRICT_CHAIR}  # never anything else, never a gap of sources
+    # and media crosses the new links: the city (a new chair session) and the province see
+    # the district's programme again
+    city = await Terminal.join(cascade.city.level, "gz", CITY_CHAIR)
+    try:
+        await city.floor("gz.tianhe")
+        await city.sees(DISTRICT_CHAIR, "the district's chair at the restarted city")
+        await province.floor("gd.gz")
+        await province.sees(DISTRICT_CHAIR, "the district's chair at the province, again")
+    finally:
+        await city.close()
