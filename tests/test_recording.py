@@ -1,0 +1,454 @@
+"""Recording (issue 5, part 5): the recorder on real publications, real files, real PyAV.
+
+- Depacketising (RFC 7741, RFC 7587) on real libvpx / libopus output: byte-exact frames,
+  keyframes, gaps, truncated descriptors, late packets.
+- :class:`bridge.recorder.Recorder` on relay publications fed by a synthetic real-time source
+  (libvpx + libopus): the file decodes with both tracks and the expected duration; a stream
+  that starts without a keyframe asks for one; bad packets do not stop it.
+- A recorder process killed with SIGKILL mid-way leaves a file PyAV decodes (this file run as
+  a script is that process: ``python tests/test_recording.py OUT.webm``).
+- Through the real server (``Huishang.open`` on free ports, the demo config): the chair's
+  ``record`` request, terminals publishing over aiortc, the index row, the HTTP API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import numpy as np
+from av import AudioFrame, VideoFrame
+
+from bridge.encoder import EncoderConfig, Vp8Encoder, packetize_vp8
+from bridge.publication import Publication
+from bridge.recorder import (
+    OpusDepacketizer,
+    Recorder,
+    RecorderConfig,
+    Timeline,
+    Vp8Depacketizer,
+    vp8_frame_size,
+)
+from bridge.relay import Relay
+from bridge.rtp import RtpPacket
+from bridge.testkit import mark_frame, read_mark
+
+FPS = 30
+AUDIO_FRAME = 960  # 20 ms at 48 kHz
+
+
+# -- a synthetic real-time source: marked VP8 frames and an Opus tone -------------------------
+
+
+def opus_encoder() -> av.AudioCodecContext:
+    codec = av.CodecContext.create("libopus", "w")
+    assert isinstance(codec, av.AudioCodecContext)
+    codec.sample_rate = 48000
+    codec.layout = "mono"
+    codec.format = "s16"
+    codec.bit_rate = 32000
+    return codec
+
+
+def tone(index: int, frequency: float = 440.0) -> AudioFrame:
+    n = index * AUDIO_FRAME + np.arange(AUDIO_FRAME)
+    wave = (0.3 * 32767 * np.sin(2 * np.pi * frequency * n / 48000)).astype(np.int16)
+    frame = AudioFrame.from_ndarray(wave.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = 48000
+    frame.pts = index * AUDIO_FRAME
+    frame.time_base = fractions.Fraction(1, 48000)
+    return frame
+
+
+@dataclass
+class Source:
+    """Publishes marked VP8 video (frame i shows i) and a tone into two publications, in real
+    time, like a publisher's receiver tap would. Answers keyframe requests (PLI)."""
+
+    video: Publication
+    audio: Publication
+    width: int = 320
+    height: int = 240
+    skip_first: int = 0  # frames encoded but never sent (a stream joined without a keyframe)
+    encoder: Vp8Encoder = field(default_factory=lambda: Vp8Encoder(EncoderConfig(), FPS))
+    keyframe_asked: int = 0
+    frames_sent: int = 0
+    audio_sent: int = 0
+    _force: bool = False
+    _seq: int = 1000
+    _aseq: int = 50000
+
+    def __post_init__(self) -> None:
+        self.video.bind(self)
+        self._opus = opus_encoder()
+
+    # UpstreamPort
+    def request_keyframe(self) -> None:
+        self.keyframe_asked += 1
+        self._force = True
+
+    def send_remb(self, bitrate: int) -> None:
+        return None
+
+    def video_packets(self, index: int) -> list[RtpPacket]:
+        frame = mark_frame(index, self.width, self.height)
+        force, self._force = self._force, False
+        out = []
+        for data, _ in self.encoder.encode(frame, keyframe=force):
+            payloads = packetize_vp8(data, index, 400)  # small payloads: several per frame
+            for i, payload in enumerate(payloads):
+                out.append(
+                    RtpPacket(
+                        96,
+                        self._seq & 0xFFFF,
+                        (index * 3000) & 0xFFFFFFFF,
+                        1234,
+                        payload,
+                        marker=i == len(payloads) - 1,
+                    )
+                )
+                self._seq += 1
+        return out
+
+    def audio_packets(self, index: int) -> list[RtpPacket]:
+        out = []
+        for packet in self._opus.encode(tone(index)):
+            out.append(RtpPacket(111, self._aseq & 0xFFFF, index * AUDIO_FRAME, 99, bytes(packet)))
+            self._aseq += 1
+        return out
+
+    async def run(self, seconds: float) -> None:
+        start = time.monotonic()
+        video_index = audio_index = 0
+        while True:
+            now = time.monotonic() - start
+            if now >= seconds:
+                return
+            while audio_index * 0.02 <= now:
+                for packet in self.audio_packets(audio_index):
+                    await self.audio.on_rtp(packet, time.time())
+                    self.audio_sent += 1
+                audio_index += 1
+            if video_index / FPS <= now:
+                packets = self.video_packets(video_index)
+                if video_index >= self.skip_first:
+                    for packet in packets:
+                        await self.video.on_rtp(packet, time.time())
+                    self.frames_sent += 1
+                video_index += 1
+            await asyncio.sleep(0.005)
+
+
+@dataclass
+class Decoded:
+    video_frames: int
+    audio_frames: int
+    video_end: float
+    audio_end: float
+    marks: list[int]
+    size: tuple[int, int] | None
+    audio_rms: float
+
+    @property
+    def duration(self) -> float:
+        return max(self.video_end, self.audio_end)
+
+
+def decode(path: Path) -> Decoded:
+    """Every frame of both tracks, decoded with PyAV (what a player would show)."""
+    marks: list[int] = []
+    size = None
+    video_end = audio_end = 0.0
+    with av.open(str(path)) as container:
+        assert [s.type for s in container.streams] == ["video", "audio"]
+        for frame in container.decode(video=0):
+            assert isinstance(frame, VideoFrame)
+            marks.append(read_mark(frame) if frame.width == 320 else -1)
+            size = (frame.width, frame.height)
+            video_end = max(video_end, float(frame.time or 0))
+    squares = count = 0.0
+    audio_frames = 0
+    with av.open(str(path)) as container:
+        for frame in container.decode(audio=0):
+            assert isinstance(frame, AudioFrame)
+            audio_frames += 1
+            audio_end = max(audio_end, float(frame.time or 0) + frame.samples / frame.sample_rate)
+            samples = frame.to_ndarray().astype(np.float64)
+            if frame.format.name.startswith("flt"):
+                samples *= 32767
+            squares += float((samples**2).sum())
+            count += samples.size
+    rms = (squares / count) ** 0.5 if count else 0.0
+    return Decoded(len(marks), audio_frames, video_end, audio_end, marks, size, rms)
+
+
+# -- depacketising ------------------------------------------------------------------------
+
+
+def encoded_frames(count: int, keyframes: tuple[int, ...] = (0,)) -> list[tuple[bytes, bool]]:
+    encoder = Vp8Encoder(EncoderConfig(), FPS)
+    out = []
+    for i in range(count):
+        for data, key in encoder.encode(mark_frame(i), keyframe=i in keyframes):
+            out.append((data, key))
+    return out
+
+
+def rtp(frames: list[tuple[bytes, bool]], max_payload: int = 40) -> list[RtpPacket]:
+    packets = []
+    seq = 65530  # wraps within the test
+    for i, (data, _) in enumerate(frames):
+        payloads = packetize_vp8(data, i, max_payload)
+        for j, payload in enumerate(payloads):
+            packets.append(
+                RtpPacket(96, seq & 0xFFFF, i * 3000, 1, payload, j == len(payloads) - 1)
+            )
+            seq += 1
+    return packets
+
+
+def test_vp8_depacketizer_rebuilds_frames_byte_exact() -> None:
+    frames = encoded_frames(10, keyframes=(0, 6))
+    depacketizer = Vp8Depacketizer()
+    out = [f for p in rtp(frames) for f in depacketizer.push(p)]
+    assert [f.data for f in out] == [d for d, _ in frames]
+    assert [f.keyframe for f in out] == [k for _, k in frames]
+    assert out[0].keyframe and out[6].keyframe and not out[1].keyframe
+    assert [f.timestamp for f in out] == [i * 3000 for i in range(10)]
+    assert vp8_frame_size(out[0].data) == (320, 240)
+    assert vp8_frame_size(out[1].data) is None
+    assert depacketizer.gaps == depacketizer.dropped == depacketizer.malformed == 0
+
+
+def test_vp8_depacketizer_gap_drops_until_keyframe() -> None:
+    frames = encoded_frames(10, keyframes=(0, 6))
+    packets = rtp(frames)
+    frame_of = [p.timestamp // 3000 for p in packets]
+    lost = next(i for i, f in enumerate(frame_of) if f == 2 and not packets[i].marker)
+    depacketizer = Vp8Depacketizer()
+    out = [f for i, p in enumerate(packets) if i != lost for f in depacketizer.push(p)]
+    # frames 0 and 1 arrive; 2 lost a packet; 3..5 depend on it; 6 is a keyframe
+    assert [f.timestamp // 3000 for f in out] == [0, 1, 6, 7, 8, 9]
+    assert depacketizer.gaps == 1 and depacketizer.dropped == 4
+    # a packet from before (late, duplicate) changes nothing
+    assert depacketizer.push(packets[0]) == [] and depacketizer.late == 1
+
+
+def test_vp8_depacketizer_waits_for_first_keyframe_and_survives_bad_packets() -> None:
+    frames = encoded_frames(8, keyframes=(0, 5))
+    packets = rtp(frames)
+    depacketizer = Vp8Depacketizer()
+    start = next(i for i, p in enumerate(packets) if p.timestamp == 2 * 3000)
+    out = []
+    for i, packet in enumerate(packets[start:]):
+        if i == 3:  # a truncated descriptor: X set, then nothing; and an empty payload
+            bad = RtpPacket(96, packet.sequence_number, packet.timestamp, 1, b"\x80")
+            assert depacketizer.push(bad) == []
+            continue
+        out.extend(depacketizer.push(packet))
+    assert depacketizer.malformed == 1
+    assert [f.timestamp // 3000 for f in out] == [5, 6, 7]  # nothing before the keyframe
+
+
+def test_vp8_depacketizer_without_marker_bits() -> None:
+    frames = encoded_frames(4)
+    packets = [
+        RtpPacket(96, p.sequence_number, p.timestamp, 1, p.payload, False) for p in rtp(frames)
+    ]
+    depacketizer = Vp8Depacketizer()
+    out = [f for p in packets for f in depacketizer.push(p)]
+    assert [f.data for f in out] == [d for d, _ in frames[:3]]  # the last one never ends
+
+
+def test_opus_depacketizer() -> None:
+    depacketizer = OpusDepacketizer()
+    assert depacketizer.push(RtpPacket(111, 7, 0, 1, b"\x78\x01")) != []
+    assert depacketizer.push(RtpPacket(111, 9, 1920, 1, b"\x78\x02"))[0].data == b"\x78\x02"
+    assert depacketizer.push(RtpPacket(111, 8, 960, 1, b"\x78\x03")) == []  # late
+    assert depacketizer.push(RtpPacket(111, 10, 2880, 1, b"")) == []
+    assert (depacketizer.gaps, depacketizer.late, depacketizer.malformed) == (1, 1, 1)
+
+
+def test_timeline_unwraps_and_stays_monotonic() -> None:
+    timeline = Timeline(90000, max_drift_ms=5000)
+    start = 0xFFFFFFFF - 3000
+    assert timeline.pts(start, 100.0) == 100
+    assert timeline.pts((start + 3000) & 0xFFFFFFFF, 133.0) == 133
+    assert timeline.pts((start + 6000) & 0xFFFFFFFF, 166.0) == 167  # across the 32-bit wrap
+    assert timeline.pts((start + 6000) & 0xFFFFFFFF, 170.0) == 168  # same timestamp: +1 ms
+    # a jump of an hour re-anchors on the arrival clock
+    assert timeline.pts((start + 6000 + 90000 * 3600) & 0xFFFFFFFF, 200.0) == 200
+    assert timeline.reanchored == 1
+
+
+# -- the recorder on relay publications ------------------------------------------------------
+
+
+async def record(
+    tmp_path: Path, seconds: float, *, skip_first: int = 0, config: RecorderConfig | None = None
+) -> tuple[Recorder, Source, Path]:
+    relay = Relay()
+    video = relay.create_publication("cam/video", "video")
+    audio = relay.create_publication("cam/audio", "audio")
+    source = Source(video, audio, skip_first=skip_first)
+    path = tmp_path / "recordings" / "test.webm"
+    recorder = Recorder(path, relay, config=config)
+    relay.route(recorder.video_slot, video)
+    relay.route(recorder.audio_slot, audio)
+    recorder.start()
+    await source.run(seconds)
+    return recorder, source, path
+
+
+async def test_recorder_writes_both_tracks(tmp_path: Path) -> None:
+    recorder, source, path = await record(tmp_path, 2.0)
+    result = await recorder.stop()
+    assert result == await recorder.stop()  # idempotent
+    assert result.path == path and result.size == path.stat().st_size > 0
+    assert result.video_size == (320, 240)
+    decoded = decode(path)
+    assert decoded.size == (320, 240)
+    assert decoded.video_frames == result.video_frames == recorder.stats.muxed - result.audio_frames
+    assert decoded.video_frames >= source.frames_sent - 3  # the slot waits for the first keyframe
+    # the picture is the source's own: frame marks count up one by one
+    assert decoded.marks == list(range(decoded.marks[0], decoded.marks[0] + len(decoded.marks)))
+    assert decoded.audio_frames >= result.audio_frames - 1 > 0
+    assert decoded.audio_rms > 1000  # the tone, not silence
+    assert abs(decoded.duration - 2.0) < 0.5
+    assert abs(result.duration_s - decoded.duration) < 0.1
+    assert recorder.stats.errors == recorder.stats.queue_dropped == 0
+
+
+async def test_recorder_asks_for_a_keyframe_when_the_stream_has_none(tmp_path: Path) -> None:
+    recorder, source, path = await record(tmp_path, 1.5, skip_first=5)
+    result = await recorder.stop()
+    assert source.keyframe_asked >= 1
+    decoded = decode(path)
+    assert decoded.video_frames > 10 and decoded.marks[0] >= 5
+    assert decoded.marks == list(range(decoded.marks[0], decoded.marks[0] + len(decoded.marks)))
+    assert result.video_frames == decoded.video_frames
+
+
+async def test_recorder_survives_bad_packets_and_gaps(tmp_path: Path) -> None:
+    relay = Relay()
+    video = relay.create_publication("cam/video", "video")
+    audio = relay.create_publication("cam/audio", "audio")
+    source = Source(video, audio)
+    path = tmp_path / "bad.webm"
+    recorder = Recorder(path, relay)
+    relay.route(recorder.video_slot, video)
+    relay.route(recorder.audio_slot, audio)
+    recorder.start()
+    sent = 0
+    for index in range(45):
+        packets = source.video_packets(index)
+        for i, packet in enumerate(packets):
+            if index == 12 and i == 0:
+                continue  # a gap: frame 12 loses its first packet
+            if index == 20:  # frame 20: truncated descriptors (the relay forwards them as is)
+                packet = RtpPacket(
+                    96, packet.sequence_number, packet.timestamp, packet.ssrc, b"\x80\x80"
+                )
+            await video.on_rtp(packet, time.time())
+            sent += 1
+        await asyncio.sleep(1 / FPS)
+    # the recorder's own port: garbage that is not RTP at all
+    port = recorder.video_slot.port
+    assert port is not None
+    await port.send(0, b"\x00\x01", 2)
+    result = await recorder.stop()
+    assert recorder.stats.malformed == 1
+    assert recorder.vp8.gaps >= 1 and recorder.vp8.malformed >= 1
+    assert recorder.stats.keyframe_requests >= 1 and source.keyframe_asked >= 1
+    decoded = decode(path)
+    # every frame written decodes; frames 12.. until the keyframe asked for are not there
+    assert decoded.video_frames == result.video_frames
+    assert 12 not in decoded.marks and 20 not in decoded.marks
+    assert decoded.marks[0] == 0 and max(decoded.marks) == 44
+
+
+async def test_recorder_without_media_leaves_no_file(tmp_path: Path) -> None:
+    relay = Relay()
+    path = tmp_path / "empty.webm"
+    recorder = Recorder(path, relay, config=RecorderConfig(header_wait_s=0.05))
+    recorder.start()
+    await asyncio.sleep(0.2)  # the header is due, but there is nothing to write
+    result = await recorder.stop()
+    assert result.size == 0 and result.video_frames == result.audio_frames == 0
+    assert not path.exists()
+    assert relay.slots == {}  # the recorder's slots left the relay
+
+
+async def test_recorder_audio_only_uses_the_default_size(tmp_path: Path) -> None:
+    relay = Relay()
+    video = relay.create_publication("cam/video", "video")
+    audio = relay.create_publication("cam/audio", "audio")
+    source = Source(video, audio)
+    path = tmp_path / "audio.webm"
+    config = RecorderConfig(header_wait_s=0.3)
+    recorder = Recorder(path, relay, config=config, video_size=(1920, 1080))
+    relay.route(recorder.audio_slot, audio)
+    recorder.start()
+    await source.run(1.0)
+    result = await recorder.stop()
+    assert result.video_size == (1920, 1080) and result.video_frames == 0
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].codec_context.width == 1920
+    decoded = decode(path)
+    assert decoded.video_frames == 0 and decoded.audio_frames == result.audio_frames > 40
+
+
+# -- a recorder killed mid-way -----------------------------------------------------------------
+
+
+async def _record_until_killed(path: Path) -> None:
+    relay = Relay()
+    video = relay.create_publication("cam/video", "video")
+    audio = relay.create_publication("cam/audio", "audio")
+    source = Source(video, audio)
+    recorder = Recorder(path, relay, config=RecorderConfig(cluster_ms=500))
+    relay.route(recorder.video_slot, video)
+    relay.route(recorder.audio_slot, audio)
+    recorder.start()
+    task = asyncio.ensure_future(source.run(3600))
+    while recorder.stats.muxed < 120:  # about two seconds written
+        await asyncio.sleep(0.05)
+    print("recording", flush=True)
+    await task
+
+
+async def test_recorder_killed_mid_way_leaves_a_playable_file(tmp_path: Path) -> None:
+    path = tmp_path / "killed.webm"
+    root = Path(__file__).resolve().parent.parent
+    process = subprocess.Popen(
+        [sys.executable, __file__, str(path)], cwd=root, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        line = await asyncio.get_running_loop().run_in_executor(None, process.stdout.readline)
+        assert line.strip() == "recording", f"the recorder process said {line!r}"
+        await asyncio.sleep(1.0)
+        os.kill(process.pid, signal.SIGKILL)
+        assert process.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    decoded = decode(path)
+    assert decoded.video_frames > 30 and decoded.audio_frames > 50
+    assert decoded.marks == list(range(decoded.marks[0], decoded.marks[0] + len(decoded.marks)))
+    assert decoded.duration > 1.0
+
+
+if __name__ == "__main__":  # the process test_recorder_killed_mid_way... kills
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_record_until_killed(Path(sys.argv[1])))
