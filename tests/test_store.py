@@ -19,6 +19,7 @@ from web.store import (
     Attendance,
     ConferenceExistsError,
     Presence,
+    RecordingEntry,
     RollcallRecord,
     Store,
     StoreError,
@@ -301,3 +302,59 @@ def test_explicit_file_path(tmp_path: Path) -> None:
     assert (tmp_path / "x" / "custom.db").is_file()
     with Store(tmp_path / "x" / "custom.db") as again:
         assert again.presets() == {"p": LAYOUT}
+
+
+def test_recordings_index(store: Store) -> None:
+    store.start_conference("c1", "会商", T0)
+    store.start_conference("c2", "会商", T0 + 100)
+    first = store.start_recording("c1", "c1-090000.webm", "wall", T0 + 1)
+    assert first == RecordingEntry(first.id, "c1", "c1-090000.webm", "wall", T0 + 1, None, 0, 0)
+    second = store.start_recording("c2", "c2-090140.webm", "programme", T0 + 101)
+    assert store.recordings(unfinished=True) == [second, first]  # newest first
+    assert store.finish_recording(first.id, T0 + 61, 59.5, 123_456) is True
+    done = store.recording(first.id)
+    assert done == RecordingEntry(
+        first.id, "c1", "c1-090000.webm", "wall", T0 + 1, T0 + 61, 59.5, 123_456
+    )
+    assert store.recordings("c1") == [done]
+    assert store.recordings(unfinished=True) == [second]
+    assert [r.id for r in store.recordings()] == [second.id, first.id]
+    assert store.recording(first.id + second.id + 1) is None
+    assert store.finish_recording(999, T0, 0, 0) is False
+    assert store.delete_recording(second.id) is True and store.delete_recording(second.id) is False
+    assert store.recordings() == [done]
+
+
+def test_recording_bad_inputs(store: Store) -> None:
+    with pytest.raises(UnknownConferenceError):
+        store.start_recording("nope", "x.webm", "wall", T0)
+    store.start_conference("c1", "t", T0)
+    for name in ("", "../x.webm", "a/b.webm", "a\\b.webm", ".."):
+        with pytest.raises(ValueError):
+            store.start_recording("c1", name, "wall", T0)
+    store.start_recording("c1", "x.webm", "wall", T0)
+    with pytest.raises(ValueError):
+        store.start_recording("c1", "x.webm", "wall", T0 + 1)  # one file, one entry
+    assert len(store.recordings()) == 1
+
+
+def test_migrates_a_database_without_recordings(tmp_path: Path) -> None:
+    """A file made by the version before the recordings index (schema 1) opens, keeps its
+    data and gains the index."""
+    path = tmp_path / DB_FILENAME
+    Store(path).close()
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE recordings")  # back to what schema 1 made
+    db.execute("PRAGMA user_version = 1")
+    assert not db.execute("SELECT 1 FROM sqlite_master WHERE name LIKE 'recordings%'").fetchall()
+    db.execute("INSERT INTO conferences (id, title, started_at) VALUES ('old', '旧会商', 1.0)")
+    db.commit()
+    db.close()
+    with Store(path) as store:
+        assert store.conference("old").title == "旧会商"
+        assert store.recordings() == []
+        entry = store.start_recording("old", "old.webm", "wall", 2.0)
+        assert store.recordings("old") == [entry]
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 2
+    db.close()

@@ -1,4 +1,5 @@
-"""What survives a restart: presets, attendance, roll calls, issued tokens (ARCHITECTURE.md, State).
+"""What survives a restart: presets, attendance, roll calls, issued tokens, the recordings index
+(ARCHITECTURE.md, State).
 
 One SQLite file (``huishang.sqlite3``) in the data directory, in WAL mode so that readers never
 wait for the writer and two processes (the server and ``huishang token``) can share it. The
@@ -38,6 +39,7 @@ __all__ = [
     "Conference",
     "ConferenceExistsError",
     "Presence",
+    "RecordingEntry",
     "RollcallRecord",
     "RollcallResult",
     "Store",
@@ -90,6 +92,19 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
         issued_at REAL NOT NULL
     );
     """,
+    """
+    CREATE TABLE IF NOT EXISTS recordings (
+        id            INTEGER PRIMARY KEY,
+        conference_id TEXT NOT NULL REFERENCES conferences(id),
+        file          TEXT NOT NULL UNIQUE,   -- a file name in <data_dir>/recordings
+        source        TEXT NOT NULL,          -- what was recorded: a wall output, "programme"
+        started_at    REAL NOT NULL,
+        ended_at      REAL,                   -- NULL while recording (or if the process died)
+        duration_s    REAL NOT NULL DEFAULT 0,
+        size          INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX IF NOT EXISTS recordings_by_conference ON recordings (conference_id, started_at);
+    """,
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
@@ -141,6 +156,22 @@ class RollcallRecord:
     round_no: int
     result: RollcallResult
     at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingEntry:
+    """One recording in the index: its file (a name inside the recordings folder), what it
+    recorded, when, how long (the media's own duration) and how big. ``ended_at`` is ``None``
+    while it is being recorded, or when the process died before it could finish it."""
+
+    id: int
+    conference_id: str
+    file: str
+    source: str
+    started_at: float
+    ended_at: float | None
+    duration_s: float
+    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -477,6 +508,76 @@ class Store:
         with self._tx("DEFERRED") as conn:
             rows = conn.execute("SELECT site_id, hash FROM tokens ORDER BY site_id").fetchall()
         return {site_id: token_hash for site_id, token_hash in rows}
+
+    # -- recordings ---------------------------------------------------------------------------
+
+    def start_recording(
+        self, conference_id: str, file: str, source: str, started_at: float
+    ) -> RecordingEntry:
+        """Index a recording that just started (:class:`UnknownConferenceError`; a *file*
+        already indexed is a :class:`ValueError`). *file* is a plain file name."""
+        if not file or "/" in file or "\\" in file or file in (".", ".."):
+            raise ValueError(f"a recording's file must be a plain file name, got {file!r}")
+        with self._tx() as conn:
+            self._ended_at(conn, conference_id)
+            try:
+                cursor = conn.execute(
+                    "INSERT INTO recordings (conference_id, file, source, started_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (conference_id, file, source, float(started_at)),
+                )
+            except sqlite3.IntegrityError:
+                raise ValueError(f"recording file {file!r} is already indexed") from None
+            row_id = cursor.lastrowid
+        assert row_id is not None
+        return RecordingEntry(row_id, conference_id, file, source, float(started_at), None, 0, 0)
+
+    def finish_recording(
+        self, recording_id: int, ended_at: float, duration_s: float, size: int
+    ) -> bool:
+        """Record a recording's end, media duration and file size; whether it was indexed."""
+        with self._tx() as conn:
+            cursor = conn.execute(
+                "UPDATE recordings SET ended_at = ?, duration_s = ?, size = ? WHERE id = ?",
+                (float(ended_at), float(duration_s), int(size), recording_id),
+            )
+            return cursor.rowcount > 0
+
+    def delete_recording(self, recording_id: int) -> bool:
+        """Drop a recording from the index (its file is the caller's); whether it was there."""
+        with self._tx() as conn:
+            return conn.execute("DELETE FROM recordings WHERE id = ?", (recording_id,)).rowcount > 0
+
+    def recordings(
+        self, conference_id: str | None = None, *, unfinished: bool = False
+    ) -> list[RecordingEntry]:
+        """Recordings, newest first: all, or one conference's; only the unfinished ones."""
+        query = f"SELECT {_RECORDING_COLUMNS} FROM recordings"
+        where: list[str] = []
+        args: list[object] = []
+        if conference_id is not None:
+            where.append("conference_id = ?")
+            args.append(conference_id)
+        if unfinished:
+            where.append("ended_at IS NULL")
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        with self._tx("DEFERRED") as conn:
+            rows = conn.execute(query + " ORDER BY started_at DESC, id DESC", args).fetchall()
+        return [RecordingEntry(*row) for row in rows]
+
+    def recording(self, recording_id: int) -> RecordingEntry | None:
+        """One recording, or ``None``."""
+        with self._tx("DEFERRED") as conn:
+            row = conn.execute(
+                f"SELECT {_RECORDING_COLUMNS} FROM recordings WHERE id = ?", (recording_id,)
+            ).fetchone()
+        return None if row is None else RecordingEntry(*row)
+
+
+_RECORDING_COLUMNS: Final = (
+    "id, conference_id, file, source, started_at, ended_at, duration_s, size"
+)
 
 
 def _iso(at: float, tz: tzinfo | None) -> str:
