@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 
 import pytest
@@ -12,10 +13,12 @@ from web.config import (
     ConfigError,
     HuishangConfig,
     TlsMode,
+    UplinkPublish,
     default_config_path,
     load_config,
 )
 from web.tokens import TokenBook, hash_token, verify
+from web.uplink import uplink_config
 
 STREETS = [
     ("zhuji", "珠吉街"),
@@ -454,3 +457,138 @@ def test_demo_token_errors(tmp_path: Path) -> None:
     assert "demo-tokens.toml: cannot read file" in str(error)
     error = fails(write(tmp_path, MAIN + '\n[demo]\ntoken_file = "x"\n'))
     assert "huishang.toml: demo.token_file: unknown key" in str(error)
+
+
+# -- the cascade uplink ([uplink]) -----------------------------------------------------------
+
+UPLINK_SITE = (
+    '\n[[sites]]\nid = "hq.up"\nname = "市应急指挥中心"\nrole = "uplink"\nlevel = "uplink"\n'
+)
+UPLINK = """
+[uplink]
+url = "ws://127.0.0.1:9081/"
+token = "district-token-at-the-city"
+site = "hq.up"
+"""
+
+
+def write_uplink(tmp_path: Path, uplink: str = UPLINK, **files: str) -> Path:
+    sites = SITES.format(hash=hash_token(TOKEN)) + UPLINK_SITE
+    return write(tmp_path, MAIN + uplink, sites=sites, **files)
+
+
+def test_no_uplink_by_default(tmp_path: Path, demo: HuishangConfig) -> None:
+    assert load_config(write(tmp_path)).uplink is None
+    assert demo.uplink is None
+
+
+def test_uplink_defaults(tmp_path: Path) -> None:
+    uplink = load_config(write_uplink(tmp_path)).uplink
+    assert uplink is not None
+    assert uplink.url == "ws://127.0.0.1:9081/"
+    assert uplink.token == "district-token-at-the-city"
+    assert uplink.site == "hq.up"
+    assert uplink.publish is UplinkPublish.PROGRAMME
+    assert uplink.verify and uplink.ca_file is None
+    assert 0 < uplink.retry_min_s <= uplink.retry_max_s
+    assert "district-token" not in repr(uplink)  # the secret stays out of logs
+
+
+def test_uplink_token_file_wall_and_tls(tmp_path: Path) -> None:
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "token.txt").write_text("  from-a-file\n", encoding="utf-8")
+    (tmp_path / "ca.pem").write_text("x")
+    text = (
+        '\n[uplink]\nurl = "wss://city.example.gov.cn:8081/"\ntoken_file = "secret/token.txt"\n'
+        'site = "hq.up"\npublish = "wall"\noutput = "wall"\nca_file = "ca.pem"\n'
+        "retry_min_s = 0.5\nretry_max_s = 5\n"
+    )
+    uplink = load_config(write_uplink(tmp_path, text)).uplink
+    assert uplink is not None
+    assert uplink.token == "from-a-file"
+    assert (uplink.publish, uplink.output) == (UplinkPublish.WALL, "wall")
+    assert uplink.ca_file == tmp_path.resolve() / "ca.pem"
+    assert (uplink.retry_min_s, uplink.retry_max_s) == (0.5, 5.0)
+    insecure = UPLINK.replace("ws://", "wss://") + "verify = false\n"
+    uplink = load_config(write_uplink(tmp_path, insecure)).uplink
+    assert uplink is not None and not uplink.verify
+
+
+def test_uplink_settings_become_the_signalling_config(tmp_path: Path) -> None:
+    insecure = UPLINK.replace("ws://", "wss://") + "verify = false\n"
+    config = load_config(write_uplink(tmp_path, insecure))
+    assert config.uplink is not None
+    made = uplink_config(config.uplink, ["wall"], str(config.path))
+    assert made.ssl is not None and made.ssl.verify_mode is ssl.CERT_NONE
+    assert made.publish_output is None and made.site == "hq.up"
+    wall = UPLINK + 'publish = "wall"\noutput = "side"\n'
+    config = load_config(write_uplink(tmp_path, wall))
+    assert config.uplink is not None
+    assert uplink_config(config.uplink, ["wall", "side"], "x").publish_output == "side"
+    with pytest.raises(ConfigError) as info:
+        uplink_config(config.uplink, ["wall"], str(config.path))
+    assert info.value.key == "uplink.output" and "'side'" in info.value.problem
+
+
+BAD_UPLINK = [
+    ('url = "ws://', 'url = "http://', "uplink.url", "must start with ws:// or wss://"),
+    ('url = "ws://127.0.0.1:9081/"\n', "", "uplink.url", "missing"),
+    ("token = ", "tokn = ", "uplink.token", "missing (required; or give token_file)"),
+    ("token = ", 'token_file = "t.txt"\ntoken = ', "uplink.token_file", "not both"),
+    ('token = "district-token-at-the-city"', 'token_file = "no.txt"', "token_file", "cannot read"),
+    ('token = "district-token-at-the-city"', 'token_file = "empty.txt"', "token_file", "empty"),
+    ('site = "hq.up"', 'site = "hq.upp"', "uplink.site", "no site 'hq.upp'"),
+    ('site = "hq.up"', 'site = "hq.upp"', "uplink.site", "did you mean 'hq.up'"),
+    ('site = "hq.up"', 'site = "hq.a"', "uplink.site", "level 'street'; it must be 'uplink'"),
+    ('site = "hq.up"', "site = 3", "uplink.site", "expected a string"),
+    ('site = "hq.up"\n', 'site = "hq.up"\npublish = "composite"\n', "uplink.publish", "unknown"),
+    ('site = "hq.up"\n', 'site = "hq.up"\noutput = "wall"\n', "uplink.output", 'publish = "wall"'),
+    ('site = "hq.up"\n', 'site = "hq.up"\nca_file = "ca.pem"\n', "uplink.ca_file", "wss://"),
+    ('site = "hq.up"\n', 'site = "hq.up"\nverify = false\n', "uplink.verify", "wss://"),
+    ('site = "hq.up"\n', 'site = "hq.up"\nverify = "no"\n', "uplink.verify", "expected a boolean"),
+    ("ws://", "wss://", None, None),  # (wss alone is fine: see the next ones)
+    (
+        'url = "ws://',
+        'ca_file = "nowhere.pem"\nurl = "wss://',
+        "uplink.ca_file",
+        "file not found",
+    ),
+    (
+        'url = "ws://',
+        'ca_file = "ca.pem"\nverify = false\nurl = "wss://',
+        "uplink.ca_file",
+        "verify = false",
+    ),
+    ('site = "hq.up"\n', 'site = "hq.up"\nretry_min_s = 0\n', "retry_min_s", "greater than 0"),
+    (
+        'site = "hq.up"\n',
+        'site = "hq.up"\nretry_min_s = 5\nretry_max_s = 1\n',
+        "uplink.retry_max_s",
+        "must not be less than retry_min_s",
+    ),
+    ('site = "hq.up"\n', 'site = "hq.up"\nprogramme = "wall"\n', "uplink.programme", "unknown"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "where", "what"), BAD_UPLINK)
+def test_bad_uplink(
+    tmp_path: Path, old: str, new: str, where: str | None, what: str | None
+) -> None:
+    assert old in UPLINK
+    (tmp_path / "empty.txt").write_text("\n")
+    (tmp_path / "ca.pem").write_text("x")
+    path = write_uplink(tmp_path, UPLINK.replace(old, new, 1))
+    if where is None:
+        assert load_config(path).uplink is not None
+        return
+    error = fails(path)
+    assert where in str(error) and "huishang.toml" in str(error)
+    assert what is not None and what in str(error)
+
+
+def test_uplink_must_be_a_table(tmp_path: Path) -> None:
+    sites = SITES.format(hash=hash_token(TOKEN)) + UPLINK_SITE
+    error = fails(write(tmp_path, "uplink = 5\n" + MAIN, sites=sites))
+    assert (error.key, error.problem) == ("uplink", "expected a table, got an integer (5)")
+    error = fails(write(tmp_path, MAIN + "\n[uplnk]\n", sites=sites))
+    assert error.key == "uplnk" and "did you mean 'uplink'" in error.problem

@@ -230,11 +230,12 @@ def load_config(path: Path, *, data_dir_override: Path | None = None) -> Huishan
     demo = top.table("demo")
     tokens_path = demo.optional_path("tokens_file")
     demo.finish()
-    uplink_table = top.table("uplink") if top.has("uplink") else None
+    has_uplink = top.has("uplink")
+    uplink_table = top.table("uplink")  # (read even when absent: a near miss gets a hint)
     top.finish()
 
     sites, token_hashes, cameras = _read_sites(sites_path)
-    uplink = _uplink(uplink_table, sites, sites_path) if uplink_table is not None else None
+    uplink = _uplink(uplink_table, sites, sites_path) if has_uplink else None
     demo_tokens: dict[SiteId, str] = {}
     if tokens_path is not None:
         demo_tokens = _read_demo_tokens(tokens_path, sites_path, token_hashes)
