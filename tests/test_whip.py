@@ -29,6 +29,7 @@ import pytest
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamTrack
 from av import VideoFrame
+from browser_support import WEBRTC_ARGS, chromium
 
 from bridge.layout import Rect
 from bridge.scaler import FitMode, plan_tile
@@ -425,6 +426,81 @@ async def test_whep_viewer_receives_the_wall_output(server: Huishang, operator: 
     finally:
         await viewer.close()
         await publisher.close()
+
+
+async def test_programme_over_whep_follows_the_floor_and_mutes(server: Huishang) -> None:
+    chair = await Client.connect(server.signalling_url, token(server, CHAIR))
+    publisher = await whip_publisher(server, LIEDE, 7)
+    viewer = await whep_viewer(server, "programme", ZHUJI)  # a terminal's programme
+    try:
+        assert server.conference.plan.programme_wanted  # the viewer keeps it unpaused
+        await chair.request({"type": "floor", "site": LIEDE})
+        await wait_for(
+            lambda: len(viewer.marks) > 5 and viewer.marks[-1] >> 12 == 7,
+            20,
+            "the floor holder (a WHIP site) as the programme",
+        )
+        await wait_for(lambda: viewer.audio_frames > 0, 10, "the floor holder's audio")
+        # the chair mutes the WHIP site: its audio is no longer forwarded
+        (ingest,) = gateway(server).ingests.values()
+        await chair.request({"type": "mute", "site": LIEDE, "audio": True})
+        assert ingest.sources["audio"].muted
+        await chair.request({"type": "mute", "site": LIEDE, "audio": False})
+        assert not ingest.sources["audio"].muted
+        bye = await http("DELETE", server.web_url + viewer.location, headers=bearer(server, ZHUJI))
+        assert bye.status == 200
+        assert not server.conference.plan.programme_wanted
+    finally:
+        await viewer.close()
+        await publisher.close()
+        await chair.close()
+
+
+#: A minimal WHEP player in the page: recvonly offer, POST with the Bearer token, answer,
+#: then wait until getStats counts decoded frames; returns that count, or an error string.
+WHEP_PLAYER = """async ([url, token]) => {
+  const pc = new RTCPeerConnection({bundlePolicy: "max-bundle"});
+  pc.addTransceiver("audio", {direction: "recvonly"});
+  pc.addTransceiver("video", {direction: "recvonly"});
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((done) => {
+    if (pc.iceGatheringState === "complete") return done();
+    pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && done();
+    setTimeout(done, 3000);
+  });
+  const reply = await fetch(url, {method: "POST", body: pc.localDescription.sdp,
+    headers: {"Content-Type": "application/sdp", "Authorization": "Bearer " + token}});
+  if (reply.status !== 201) return "POST " + reply.status + " " + await reply.text();
+  await pc.setRemoteDescription({type: "answer", sdp: await reply.text()});
+  for (let i = 0; i < 200; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    const stats = await pc.getStats();
+    for (const s of stats.values()) {
+      if (s.type === "inbound-rtp" && s.kind === "video" && s.framesDecoded > 10) {
+        const location = reply.headers.get("Location");
+        const bye = await fetch(location, {method: "DELETE",
+          headers: {"Authorization": "Bearer " + token}});
+        pc.close();
+        return [s.framesDecoded, s.frameWidth, bye.status];
+      }
+    }
+  }
+  return "no frames decoded, connection " + pc.connectionState;
+}"""
+
+
+@pytest.mark.timeout(90)
+async def test_chromium_plays_the_wall_over_whep(server: Huishang, tmp_path: Path) -> None:
+    async with chromium(str(tmp_path / "profile"), WEBRTC_ARGS) as context:
+        page = await context.new_page()
+        await page.goto(server.web_url + "/status")
+        result = await page.evaluate(
+            WHEP_PLAYER, [server.web_url + "/whep/wall", token(server, WALL)]
+        )
+    assert isinstance(result, list), result
+    decoded, width, deleted = result
+    assert decoded > 10 and width == 1920 and deleted == 200
+    await wait_for(lambda: gateway(server).views == {}, 10, "the view ended by DELETE")
 
 
 async def test_a_vanished_publisher_goes_offline_without_delete(server: Huishang) -> None:
