@@ -24,8 +24,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import av
 import numpy as np
+from aiortc import RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame, VideoFrame
 
 from bridge.encoder import EncoderConfig, Vp8Encoder, packetize_vp8
@@ -40,7 +43,13 @@ from bridge.recorder import (
 )
 from bridge.relay import Relay
 from bridge.rtp import RtpPacket
-from bridge.testkit import mark_frame, read_mark
+from bridge.testkit import LoopbackClient, MarkedVideoTrack, mark_frame, read_mark, wait_for
+from signalling.client import Client
+from signalling.model import SiteId
+from web.app import Huishang
+from web.config import HuishangConfig
+from web.recording import PROGRAMME, RecordingConfig, RecordingGateway
+from web.store import RecordingEntry, Store
 
 FPS = 30
 AUDIO_FRAME = 960  # 20 ms at 48 kHz
@@ -447,6 +456,228 @@ async def test_recorder_killed_mid_way_leaves_a_playable_file(tmp_path: Path) ->
     assert decoded.video_frames > 30 and decoded.audio_frames > 50
     assert decoded.marks == list(range(decoded.marks[0], decoded.marks[0] + len(decoded.marks)))
     assert decoded.duration > 1.0
+
+
+# -- through the real server -------------------------------------------------------------------
+
+CHAIR, ZHUJI, WALL_OUTPUT = "tianhe", "tianhe.zhuji", "wall"
+ZHUJI_TAG = 5
+
+
+class ToneTrack(MediaStreamTrack):
+    """A microphone playing a sine tone in real time (20 ms mono frames)."""
+
+    kind = "audio"
+
+    def __init__(self, frequency: float) -> None:
+        super().__init__()
+        self.frequency = frequency
+        self._index = 0
+        self._start: float | None = None
+
+    async def recv(self) -> AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.time()
+        wait = self._start + self._index * 0.02 - time.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        frame = tone(self._index, self.frequency)
+        self._index += 1
+        return frame
+
+
+@dataclass
+class Site:
+    signalling: Client
+    media: LoopbackClient
+
+    async def close(self) -> None:
+        await self.media.close()
+        await self.signalling.close()
+
+
+async def join(app: Huishang, site: str, video: MediaStreamTrack | None, hz: float) -> Site:
+    """A terminal (or the chair) publishing a tone and, optionally, marked video."""
+    token = app.token_for(SiteId(site))
+    assert token is not None
+    signalling = await Client.connect(app.signalling_url, token)
+    media = LoopbackClient()
+    media.pc.addTrack(ToneTrack(hz))
+    if video is not None:
+        media.pc.addTrack(video)
+    await media.pc.setLocalDescription(await media.pc.createOffer())
+    reply = await signalling.request({"type": "offer", "sdp": media.pc.localDescription.sdp})
+    await media.pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+    await wait_for(lambda: media.pc.connectionState == "connected", 20, f"{site} connected")
+    return Site(signalling, media)
+
+
+def gateway_of(app: Huishang) -> RecordingGateway:
+    return next(g for g in app.gateways if isinstance(g, RecordingGateway))
+
+
+async def record_through_server(
+    app: Huishang, chair: Site, seconds: float
+) -> tuple[RecordingEntry, float]:
+    """The chair switches recording on, waits, switches it off; the finished index entry."""
+    gateway = gateway_of(app)
+    await chair.signalling.request({"type": "record", "on": True})
+    await wait_for(lambda: gateway.active is not None, 10, "the recorder started")
+    assert gateway.active is not None
+    recorder = gateway.active.recorder
+    entry_id = gateway.active.entry.id
+    await wait_for(lambda: recorder.stats.video_frames > 0, 20, "video recorded")
+    await wait_for(lambda: recorder.stats.audio_frames > 0, 20, "audio recorded")
+    started = time.monotonic()
+    await asyncio.sleep(seconds)
+    await chair.signalling.request({"type": "record", "on": False})
+    recorded_for = time.monotonic() - started
+    await wait_for(lambda: gateway.active is None, 20, "the recorder stopped")
+
+    def finished() -> bool:
+        entry = app.store.recording(entry_id)
+        return entry is not None and entry.ended_at is not None
+
+    await wait_for(finished, 20, "the index entry finished")
+    entry = app.store.recording(entry_id)
+    assert entry is not None
+    return entry, recorded_for
+
+
+async def test_chair_records_the_wall_output_with_programme_audio(server: Huishang) -> None:
+    chair = await join(server, CHAIR, None, 440.0)
+    zhuji = await join(server, ZHUJI, MarkedVideoTrack(ZHUJI_TAG), 1000.0)
+    try:
+        await chair.signalling.request({"type": "floor", "site": ZHUJI})  # audio: the mix
+        entry, recorded_for = await record_through_server(server, chair, 3.0)
+        assert entry.source == WALL_OUTPUT
+        assert entry.conference_id == server.conference.config.conference_id
+        path = server.config.data_dir / "recordings" / entry.file
+        assert entry.size == path.stat().st_size > 0
+        decoded = decode(path)
+        assert decoded.size == (1920, 1080)  # the wall output's canvas
+        assert decoded.video_frames > 10 and decoded.audio_frames > 50
+        assert decoded.audio_rms > 300  # the programme's tones, not silence
+        # the file covers the time the recorder had media, give or take the startup
+        assert recorded_for - 1.0 < decoded.duration < recorded_for + 3.0
+        assert abs(entry.duration_s - decoded.duration) < 0.5
+        # a second recording in the same conference: a second file, a second entry
+        second, _ = await record_through_server(server, chair, 0.5)
+        assert second.id != entry.id and second.file != entry.file
+        assert [r.id for r in server.store.recordings()] == [second.id, entry.id]
+    finally:
+        await zhuji.close()
+        await chair.close()
+
+
+async def test_chair_records_the_programme(server: Huishang) -> None:
+    gateway_of(server).config = RecordingConfig(source=PROGRAMME)
+    chair = await join(server, CHAIR, None, 440.0)
+    zhuji = await join(server, ZHUJI, MarkedVideoTrack(ZHUJI_TAG), 1000.0)
+    try:
+        await chair.signalling.request({"type": "floor", "site": ZHUJI})
+        entry, _ = await record_through_server(server, chair, 2.0)
+        assert entry.source == PROGRAMME
+        decoded = decode(server.config.data_dir / "recordings" / entry.file)
+        assert decoded.size == (320, 240)  # 珠吉街's camera, forwarded as it came
+        assert decoded.video_frames > 20 and decoded.audio_frames > 50
+        assert {mark >> 12 for mark in decoded.marks} == {ZHUJI_TAG}
+    finally:
+        await zhuji.close()
+        await chair.close()
+
+
+async def test_recordings_api_and_download(server: Huishang) -> None:
+    chair = await join(server, CHAIR, None, 440.0)
+    zhuji = await join(server, ZHUJI, MarkedVideoTrack(ZHUJI_TAG), 1000.0)
+    chair_token = server.token_for(SiteId(CHAIR))
+    zhuji_token = server.token_for(SiteId(ZHUJI))
+    assert chair_token is not None and zhuji_token is not None
+    try:
+        entry, _ = await record_through_server(server, chair, 1.0)
+        path = server.config.data_dir / "recordings" / entry.file
+        url = server.web_url
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/api/recordings", params={"token": chair_token}) as r:
+                assert r.status == 200
+                body = await r.json()
+            assert body["recording"] is False
+            (listed,) = body["recordings"]
+            assert listed["id"] == entry.id and listed["file"] == entry.file
+            assert listed["size"] == path.stat().st_size and listed["ended_at"] is not None
+            assert listed["url"] == f"/recordings/{entry.id}"
+            download = f"{url}/recordings/{entry.id}"
+            async with http.get(download, params={"token": chair_token}) as r:
+                assert r.status == 200
+                assert r.headers["Content-Disposition"] == f'attachment; filename="{entry.file}"'
+                assert r.headers["Content-Type"] == "video/webm"
+                assert await r.read() == path.read_bytes()
+            bearer = {"Authorization": f"Bearer {chair_token}"}
+            async with http.get(download, headers=bearer) as r:
+                assert r.status == 200
+            for target in (download, f"{url}/api/recordings"):
+                async with http.get(target, params={"token": zhuji_token}) as r:
+                    assert r.status == 403
+                async with http.get(target) as r:
+                    assert r.status == 401
+                async with http.get(target, params={"token": "not-a-token"}) as r:
+                    assert r.status == 401
+            for bad in (str(entry.id + 1), "abc", "-1", "9" * 40, "..%2F..%2Fhuishang.sqlite3"):
+                async with http.get(f"{url}/recordings/{bad}", params={"token": chair_token}) as r:
+                    assert r.status == 404, bad
+            # an entry whose file left the folder is a 404 too, never another path
+            stray = server.store.start_recording(
+                server.conference.config.conference_id, "gone.webm", "wall", time.time()
+            )
+            async with http.get(f"{url}/recordings/{stray.id}", params={"token": chair_token}) as r:
+                assert r.status == 404
+    finally:
+        await zhuji.close()
+        await chair.close()
+
+
+async def test_shutdown_stops_and_indexes_a_running_recording(
+    demo_config: HuishangConfig,
+) -> None:
+    app = await Huishang.open(config=demo_config)
+    chair = await join(app, CHAIR, None, 440.0)
+    try:
+        await chair.signalling.request({"type": "record", "on": True})
+        gateway = gateway_of(app)
+        await wait_for(lambda: gateway.active is not None, 10, "the recorder started")
+        assert gateway.active is not None
+        recorder, entry_id = gateway.active.recorder, gateway.active.entry.id
+        await wait_for(lambda: recorder.stats.muxed > 30, 20, "media recorded")
+    finally:
+        await chair.close()
+        await app.close()
+    with Store.in_data_dir(demo_config.data_dir) as store:
+        entry = store.recording(entry_id)
+    assert entry is not None and entry.ended_at is not None
+    path = demo_config.data_dir / "recordings" / entry.file
+    assert entry.size == path.stat().st_size
+    assert decode(path).video_frames > 0
+
+
+async def test_unfinished_entries_are_completed_at_start(demo_config: HuishangConfig) -> None:
+    """A server that died while recording left an unfinished entry: the next one completes
+    it from the file, or drops it when the file is gone."""
+    folder = demo_config.data_dir / "recordings"
+    folder.mkdir(parents=True)
+    (folder / "left.webm").write_bytes(b"\x1a\x45\xdf\xa3" + bytes(1000))
+    with Store.in_data_dir(demo_config.data_dir) as store:
+        store.start_conference("old", "旧会商", time.time() - 60)
+        left = store.start_recording("old", "left.webm", "wall", time.time() - 50)
+        gone = store.start_recording("old", "gone.webm", "wall", time.time() - 40)
+    app = await Huishang.open(config=demo_config)
+    try:
+        entry = app.store.recording(left.id)
+        assert entry is not None and entry.ended_at is not None and entry.size == 1004
+        assert app.store.recording(gone.id) is None
+    finally:
+        await app.close()
 
 
 if __name__ == "__main__":  # the process test_recorder_killed_mid_way... kills
