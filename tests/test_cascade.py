@@ -73,12 +73,18 @@ async def test_uplink_peer_forwards_both_ways_without_a_server(loopback_ice: Non
         assert up_video is not None and up_audio is not None
         district.relay.route(up_video, local.publication("video"))
         district.relay.route(up_audio, local.publication("audio"))
-        upper.relay.route(upper_viewer_peer.slot("main", "video"), upper_side.publication("video"))
+        upper_main, upper_side_main = (
+            upper_viewer_peer.slot("main", "video"),
+            upper_side.slot("main", "video"),
+        )
+        local_main = viewer_peer.slot("main", "video")
+        assert upper_main is not None and upper_side_main is not None and local_main is not None
+        upper.relay.route(upper_main, upper_side.publication("video"))
         # down: the upper level's programme through the uplink's publication to a local viewer
-        upper.relay.route(upper_side.slot("main", "video"), remote.publication("video"))
+        upper.relay.route(upper_side_main, remote.publication("video"))
         down = uplink.publication("video")
         assert down is not None
-        district.relay.route(viewer_peer.slot("main", "video"), down)
+        district.relay.route(local_main, down)
         await wait_for(
             lambda: DISTRICT_CHAIR in _tags(upper_viewer), 30, "the district's picture upstairs"
         )
@@ -90,7 +96,7 @@ async def test_uplink_peer_forwards_both_ways_without_a_server(loopback_ice: Non
         assert stats["received"]["video"] > 0
         # a keyframe request from the upper viewer reaches the district's publisher
         before = local.publication("video").plis_sent  # type: ignore[union-attr]
-        upper_viewer_peer.slot("main", "video").request_keyframe()  # type: ignore[union-attr]
+        upper_main.request_keyframe()
         await wait_for(
             lambda: local.publication("video").plis_sent > before,  # type: ignore[union-attr]
             10,
