@@ -17,7 +17,8 @@ retries with exponential backoff, capped, with jitter (so many cameras behind on
 switch do not reconnect in lockstep), and keeps the reason for the status page.
 
 States: ``idle`` (not wanted: "not shown, not pulled"), ``connecting``, ``live``,
-``retrying`` (with the reason of the last failure and the attempt count).
+``retrying`` (with the reason of the last failure and the attempt count). ``since`` is when
+the state last changed, where connecting and retrying count as one episode of trying.
 """
 
 from __future__ import annotations
@@ -237,7 +238,7 @@ class RtspCamera:
         self.state = CameraState.IDLE
         self.reason = NOT_PULLED
         self.since = time.time()
-        self.attempts = 0  # failed connections in a row
+        self.attempts = 0  # failed connections since the camera was last live
         self.connections = 0  # connections that went live
         self.frames = 0  # decoded frames, all connections
         self.width = 0
@@ -356,11 +357,23 @@ class RtspCamera:
         if state is self.state and reason == self.reason:
             return
         if state is CameraState.LIVE:
+            self.attempts = 0  # the pull thread keeps its own count for the backoff
             self.connections += 1
             self.publisher.request_keyframe()  # a fresh connection: start subscribers clean
-        self.state, self.reason, self.since = state, reason, time.time()
+        trying = (CameraState.CONNECTING, CameraState.RETRYING)
+        if not (state in trying and self.state in trying):  # one episode of trying: one since
+            self.since = time.time()
+        self.state, self.reason = state, reason
         if state is CameraState.RETRYING:
-            logger.warning("camera %s: %s; retry %d", self.id, reason, self.attempts)
+            # the 1st, 2nd, 4th, 8th... failure in a row: a dead camera does not flood the log
+            quiet = self.attempts & (self.attempts - 1) != 0
+            logger.log(
+                logging.DEBUG if quiet else logging.WARNING,
+                "camera %s: %s; retry %d",
+                self.id,
+                reason,
+                self.attempts,
+            )
         else:
             logger.info("camera %s: %s%s", self.id, state.value, f" ({reason})" if reason else "")
         if self.on_change is not None:
@@ -368,10 +381,6 @@ class RtspCamera:
                 self.on_change(self)
             except Exception:
                 logger.exception("camera %s: on_change failed", self.id)
-
-    def _reset_attempts(self, generation: int) -> None:
-        if generation == self._generation:
-            self.attempts = 0
 
     def _deliver(self, generation: int, frame: av.VideoFrame) -> None:
         if generation == self._generation and self._decode and not self.closed:
@@ -406,8 +415,7 @@ class RtspCamera:
                 return
             live_for = 0.0 if session.live_at is None else time.monotonic() - session.live_at
             if live_for >= self.config.backoff_reset_s:
-                attempt = 0
-                self._report(self._reset_attempts, generation)
+                attempt = 0  # it was up a good while: start the backoff again
             attempt += 1
             self._report(self._set_state, generation, CameraState.RETRYING, reason)
             if stop.wait(self.config.backoff(attempt)):

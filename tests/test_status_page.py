@@ -6,8 +6,11 @@ test watches terminals come and go, and link quality appear, on the page.
 
 from __future__ import annotations
 
+import dataclasses
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 import pytest_asyncio
@@ -17,7 +20,7 @@ from playwright.async_api import BrowserContext, Page, expect
 from signalling.client import Client
 from signalling.model import SiteId
 from web.app import Huishang
-from web.config import HuishangConfig
+from web.config import CameraSettings, HuishangConfig
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -119,6 +122,46 @@ async def test_shows_link_quality_when_the_media_plane_reports_it(
         await expect(status.get_by_test_id("count-link")).to_have_text("1")
     finally:
         await liede.close()
+
+
+async def test_shows_why_a_camera_is_offline(
+    browser: BrowserContext, demo_config: HuishangConfig
+) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cam = SiteId("tianhe.cam1")
+    cameras = MappingProxyType({cam: CameraSettings(rtsp_url=f"rtsp://127.0.0.1:{port}/cam1")})
+    server = await Huishang.open(config=dataclasses.replace(demo_config, cameras=cameras))
+    page = await browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    operator = await Client.connect(
+        server.signalling_url, server.config.demo_tokens[SiteId("tianhe.operator")]
+    )
+    try:
+        await page.goto(f"{server.web_url}/status?every=1")
+        await expect(page.get_by_test_id("cameras")).to_be_visible()
+        row = page.locator('tr[data-camera="tianhe.cam1"]')
+        await expect(row).to_have_attribute("data-state", "idle")
+        await expect(row).to_contain_text("天河路口监控")
+        await expect(row.locator("td.reason")).to_contain_text("not shown, not pulled")
+        layout = {"output": "wall", "kind": "1", "tiles": [{"source": "tianhe.cam1"}]}
+        await operator.request({"type": "layout", "layout": layout})  # on the wall: pulled
+        await expect(row.locator("td.reason")).to_contain_text("connection refused")
+        await expect(row.locator("td.reason")).to_contain_text("连接被拒绝")
+        await expect(row).to_have_attribute("data-state", "retrying")
+        colors = await page.evaluate(
+            """() => getComputedStyle(document.querySelector(
+                'tr[data-camera="tianhe.cam1"]')).backgroundColor"""
+        )
+        assert colors not in ("rgba(0, 0, 0, 0)", "transparent")  # a failing camera stands out
+        await expect(page.get_by_test_id("camera-summary")).to_contain_text("failing 1")
+    finally:
+        await operator.close()
+        await page.close()
+        await server.close()
+    assert not errors, f"the status page raised JavaScript errors: {errors}"
 
 
 async def test_says_so_when_the_server_cannot_be_reached(status: Page, app: Huishang) -> None:

@@ -6,6 +6,11 @@
 // server's clock (`time` in the reply), so a PC with a wrong clock still shows them right.
 //
 // Rows: `tr[data-site="<id>"]` with `data-state` = online | dropped | never.
+//
+// Cameras (视频图像接入): GET /api/cameras, polled with the sites. One row per camera,
+// `tr[data-camera="<id>"]` with `data-state` = idle | connecting | live | retrying and the
+// reason it is not live (`td.reason`): "connection refused", "timeout", "no video stream",
+// "not shown, not pulled"... The section stays hidden on a server without cameras.
 
 import { formatClock, formatDuration, groupSites, h, LEVEL_NAMES } from "/static/ui.js";
 
@@ -17,6 +22,21 @@ const LOSS_BAD = 0.08;
 
 const every = Math.max(1, Number(new URLSearchParams(location.search).get("every")) || 3);
 const view = { rows: new Map(), groups: [], key: "", skew: 0, lastOk: 0, sites: [] };
+const cameraView = { rows: new Map(), key: "" };
+
+const CAMERA_STATES = {
+  idle: "未调用 idle",
+  connecting: "连接中 connecting",
+  live: "正常 live",
+  retrying: "重连中 retrying",
+};
+const CAMERA_REASONS = {
+  "not shown, not pulled": "未显示，未拉流 not shown, not pulled",
+  "connection refused": "连接被拒绝 connection refused",
+  timeout: "超时 timeout",
+  "no video stream": "无视频流 no video stream",
+  "stream ended": "视频流中断 stream ended",
+};
 
 function linkClass(value, warn, bad) {
   if (value === null || value === undefined) return "";
@@ -179,6 +199,83 @@ function applyFilter() {
   }
 }
 
+function cameraReason(camera) {
+  const reason = camera.reason || "";
+  if (!reason) return "—";
+  let text = CAMERA_REASONS[reason];
+  if (!text && reason.startsWith("not found")) text = `找不到视频流 ${reason}`;
+  if (!text) text = reason;
+  return camera.state === "connecting" ? `上次 last: ${text}` : text;
+}
+
+function buildCameras(cameras) {
+  const body = $("camera-rows");
+  body.replaceChildren();
+  cameraView.rows.clear();
+  for (const camera of cameras) {
+    const cells = {
+      name: h(
+        "td",
+        { class: "name" },
+        h("strong", { text: camera.name }),
+        " ",
+        h("span", { class: "en", text: `${camera.site} · ${camera.transport} · ${camera.url}` }),
+      ),
+      state: h("td", { class: "state" }, h("span", { class: "pill" })),
+      reason: h("td", { class: "reason" }),
+      since: h("td", { class: "since" }),
+      attempts: h("td", { class: "attempts" }),
+      fps: h("td", { class: "fps" }),
+    };
+    const row = h(
+      "tr",
+      { dataset: { camera: camera.site, testid: `camera-${camera.site}` } },
+      ...Object.values(cells),
+    );
+    cameraView.rows.set(camera.site, { row, cells });
+    body.append(row);
+  }
+}
+
+function updateCameras(reply) {
+  const cameras = reply.cameras || [];
+  $("cameras").hidden = cameras.length === 0;
+  const key = cameras.map((c) => c.site).join(",");
+  if (key !== cameraView.key) {
+    cameraView.key = key;
+    buildCameras(cameras);
+  }
+  const now = reply.time ?? Date.now() / 1000;
+  let live = 0;
+  let failing = 0;
+  for (const camera of cameras) {
+    const { row, cells } = cameraView.rows.get(camera.site);
+    row.dataset.state = camera.state;
+    if (camera.state === "live") live += 1;
+    if (camera.state === "retrying" || (camera.state === "connecting" && camera.reason)) {
+      failing += 1;
+    }
+    set(cells.state.firstChild, CAMERA_STATES[camera.state] || camera.state);
+    set(cells.reason, camera.state === "live" ? "—" : cameraReason(camera));
+    set(cells.since, `${formatClock(camera.since)} 起 · ${formatDuration(now - camera.since)}`);
+    set(cells.attempts, camera.attempts ? String(camera.attempts) : "—");
+    const size = camera.width ? ` · ${camera.width}×${camera.height}` : "";
+    set(cells.fps, camera.state === "live" ? `${camera.fps.toFixed(1)} fps${size}` : "—");
+  }
+  set($("camera-summary"), `正常 live ${live} · 重连中 failing ${failing} · 共 ${cameras.length}`);
+}
+
+async function refreshCameras() {
+  try {
+    const response = await fetch("/api/cameras", { cache: "no-store" });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    updateCameras(await response.json());
+  } catch (err) {
+    // the sites' refresh says when the server cannot be reached
+    if (cameraView.key === "") $("cameras").hidden = true;
+  }
+}
+
 function showUpdated(ok, detail = "") {
   const el = $("updated");
   el.dataset.stale = String(!ok);
@@ -192,6 +289,7 @@ function showUpdated(ok, detail = "") {
 }
 
 async function refresh() {
+  const cameras = refreshCameras();
   try {
     const response = await fetch("/api/status", { cache: "no-store" });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
@@ -200,6 +298,7 @@ async function refresh() {
   } catch (err) {
     showUpdated(false, err.message);
   } finally {
+    await cameras;
     setTimeout(refresh, every * 1000);
   }
 }
