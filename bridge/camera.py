@@ -29,6 +29,7 @@ import contextlib
 import enum
 import logging
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -49,6 +50,7 @@ __all__ = [
     "LatestFrameTrack",
     "NoVideoError",
     "RtspCamera",
+    "UnknownHostError",
     "failure_reason",
     "public_url",
 ]
@@ -102,6 +104,10 @@ class CameraConfig:
             raise ValueError("need 0 < backoff_initial_s <= backoff_max_s")
         if not 0 <= self.backoff_jitter < 1:
             raise ValueError("backoff_jitter must lie in [0, 1)")
+        if not self.url.startswith(("rtsp://", "rtsps://")):  # never a local file or device
+            raise ValueError(
+                f"url must start with rtsp:// or rtsps://, got {public_url(self.url)!r}"
+            )
 
     def backoff(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
         """Seconds to wait before retry number *attempt* (1, 2, ...)."""
@@ -136,6 +142,17 @@ def public_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, parts.query, ""))
 
 
+class UnknownHostError(Exception):
+    """The camera's host name does not resolve."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(host)
+        self.host = host
+
+    def __str__(self) -> str:
+        return f"unknown host {self.host!r}"
+
+
 class NoVideoError(Exception):
     """The camera's stream has no video track."""
 
@@ -145,8 +162,8 @@ class NoVideoError(Exception):
 
 def failure_reason(exc: BaseException, elapsed: float | None = None, limit: float = 0.0) -> str:
     """A short, operator-readable reason for a failed open or read."""
-    if isinstance(exc, NoVideoError):
-        return "no video stream"
+    if isinstance(exc, NoVideoError | UnknownHostError):
+        return str(exc)
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, TimeoutError | av.ExitError):
@@ -425,6 +442,12 @@ class RtspCamera:
     def _pull(self, generation: int, stop: threading.Event, session: _Connection) -> None:
         """One connection, until the stream ends (returns) or fails (raises)."""
         cfg = self.config
+        host = urlsplit(cfg.url).hostname
+        if host:
+            try:  # FFmpeg says only "Input/output error" for a name that does not resolve
+                socket.getaddrinfo(host, None)
+            except socket.gaierror:
+                raise UnknownHostError(host) from None
         options = {
             "rtsp_transport": cfg.transport,
             "timeout": str(int(cfg.open_timeout_s * 1_000_000)),  # socket I/O, microseconds

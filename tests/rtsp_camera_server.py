@@ -10,6 +10,7 @@ test can tell whether anyone pulls the camera. SIGTERM or SIGINT stop it cleanly
 
 Pipeline: ``videotestsrc is-live=true pattern=P ! WxH@FPS ! x264enc tune=zerolatency
 ! rtph264pay`` (RFC 6184), one pipeline shared by all clients, a keyframe every second.
+``--audio-only`` serves Opus audio and no video (a camera "without a picture").
 Not a pytest module (no ``test_`` prefix); it is a program the tests start.
 """
 
@@ -35,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--fps", type=int, default=25)
+    parser.add_argument(
+        "--audio-only", action="store_true", help="serve Opus audio and no video at all"
+    )
     args = parser.parse_args(argv)
 
     Gst.init(None)
@@ -43,13 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     server.set_address(args.host)
     server.set_service(str(args.port))
     factory = GstRtspServer.RTSPMediaFactory()
-    factory.set_launch(
+    launch = (
         f"( videotestsrc is-live=true pattern={args.pattern} "
         f"! video/x-raw,width={args.width},height={args.height},framerate={args.fps}/1 "
         f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={args.fps} "
         "bitrate=800 ! video/x-h264,profile=constrained-baseline "
         "! rtph264pay name=pay0 pt=96 config-interval=1 )"
     )
+    if args.audio_only:
+        launch = "( audiotestsrc is-live=true ! opusenc ! rtpopuspay name=pay0 pt=97 )"
+    factory.set_launch(launch)
     factory.set_shared(True)
     server.get_mount_points().add_factory(args.path, factory)
 

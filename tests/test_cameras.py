@@ -27,7 +27,15 @@ from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSess
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
 
-from bridge.camera import CameraConfig, CameraState, RtspCamera, failure_reason
+from bridge.camera import (
+    CameraConfig,
+    CameraState,
+    NoVideoError,
+    RtspCamera,
+    UnknownHostError,
+    failure_reason,
+    public_url,
+)
 from bridge.layout import Rect
 from bridge.testkit import wait_for
 from signalling.client import Client
@@ -60,7 +68,7 @@ class RtspServer:
         self.client_counts: list[int] = []
         self._reader: asyncio.Task[None] | None = None
 
-    async def start(self, pattern: str, port: int = 0) -> str:
+    async def start(self, pattern: str, port: int = 0, *extra: str) -> str:
         self.process = await asyncio.create_subprocess_exec(
             DEBIAN_PYTHON,
             str(SERVER_SCRIPT),
@@ -70,6 +78,7 @@ class RtspServer:
             "/cam1",
             "--pattern",
             pattern,
+            *extra,
             stdout=asyncio.subprocess.PIPE,
         )
         assert self.process.stdout is not None
@@ -406,6 +415,17 @@ async def test_rtsp_camera_reports_a_missing_stream(rtsp: RtspServer) -> None:
         await camera.close()
 
 
+async def test_rtsp_camera_without_video_says_so(rtsp: RtspServer) -> None:
+    url = await rtsp.start("red", 0, "--audio-only")
+    camera = RtspCamera("cam", CameraConfig(url))
+    try:
+        camera.want(True)
+        await wait_for(lambda: camera.state is CameraState.RETRYING, 20, "retrying")
+        assert camera.reason == "no video stream"
+    finally:
+        await camera.close()
+
+
 def test_backoff_is_exponential_capped_and_jittered() -> None:
     config = CameraConfig("rtsp://x/", backoff_initial_s=1.0, backoff_max_s=8.0, backoff_jitter=0.2)
     low = [config.backoff(n, lambda: 0.0) for n in range(1, 8)]
@@ -414,6 +434,8 @@ def test_backoff_is_exponential_capped_and_jittered() -> None:
     assert high == pytest.approx([1.2, 2.4, 4.8, 9.6, 9.6, 9.6, 9.6])
     with pytest.raises(ValueError, match="transport"):
         CameraConfig("rtsp://x/", transport="http")
+    with pytest.raises(ValueError, match="rtsp://"):
+        CameraConfig("/etc/passwd")  # never a local file
 
 
 def test_failure_reasons_read_well() -> None:
@@ -421,3 +443,6 @@ def test_failure_reasons_read_well() -> None:
     assert failure_reason(TimeoutError()) == "timeout"
     assert failure_reason(ValueError("x"), elapsed=5.0, limit=5.0) == "timeout"
     assert failure_reason(OSError(5, "Input/output error")) == "input/output error"
+    assert failure_reason(UnknownHostError("cam.example")) == "unknown host 'cam.example'"
+    assert failure_reason(NoVideoError()) == "no video stream"
+    assert public_url("rtsp://admin:secret@10.0.0.9:554/ch1") == "rtsp://10.0.0.9:554/ch1"
