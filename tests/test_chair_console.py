@@ -396,6 +396,38 @@ async def test_attendance_link_downloads_the_csv(console: Page, terminal: Connec
     assert "珠吉街" in text
 
 
+async def test_recordings_list_with_a_working_download_link(
+    console: Page, app: Huishang, terminal: Connect
+) -> None:
+    await terminal("tianhe.zhuji")
+    recordings = console.get_by_test_id("recordings-list")
+    await expect(console.get_by_test_id("recordings-empty")).to_be_visible()
+    await console.get_by_test_id("record").click()
+    writing = recordings.locator('li[data-state="recording"]')
+    await expect(writing).to_have_count(1)  # listed while it is being written
+    await expect(writing).to_contain_text("录制中")
+    await console.wait_for_timeout(2000)  # some media to record
+    await console.get_by_test_id("record").click()
+    done = recordings.locator('li[data-state="done"]')
+    await expect(done).to_have_count(1)
+    await expect(console.get_by_test_id("recordings-count")).to_have_text("1")
+    (entry,) = app.store.recordings()
+    assert entry.ended_at is not None and entry.size > 0
+    await expect(done.locator(".rec-file")).to_have_text(entry.file)
+    size_mb = f"{entry.size / 1e6:.1f} MB" if entry.size >= 1e6 else "kB"
+    await expect(done.get_by_test_id("recording-meta")).to_contain_text(size_mb)
+    link = done.get_by_test_id("recording-download")
+    href = await link.get_attribute("href")
+    assert href is not None and href.startswith(f"/recordings/{entry.id}?token=")
+    async with console.expect_download() as info:
+        await link.click()
+    download = await info.value
+    assert download.suggested_filename == entry.file
+    saved = Path(await download.path())
+    assert saved.stat().st_size == entry.size
+    assert saved.read_bytes()[:4] == b"\x1a\x45\xdf\xa3"  # EBML: a Matroska / WebM file
+
+
 async def test_without_a_token_the_console_asks_for_one(
     browser: BrowserContext, app: Huishang, page_errors: PageErrors
 ) -> None:
