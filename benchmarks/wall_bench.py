@@ -64,9 +64,11 @@ from aiortc.rtp import RtpPacket as AiortcRtpPacket
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bridge.compositor import TileSpec, canvas_tile_rects
+from bridge.decoder import DecoderConfig, VideoDecoder
 from bridge.encoder import EncoderConfig, Vp8Encoder, packetize_vp8
 from bridge.feeds import FeedReader
 from bridge.layout import Rect
+from bridge.publication import Publication
 from bridge.rtp import RtpPacket
 from bridge.scaler import FitMode, plan_tile
 from bridge.wall import WallConfig, WallOutput
@@ -113,7 +115,9 @@ def encode_clip() -> list[tuple[bytes, bool]]:
     blob = cv2.resize(
         rng.integers(0, 256, (12, 12)).astype(np.uint8), (96, 96), interpolation=cv2.INTER_CUBIC
     )
-    encoder = Vp8Encoder(EncoderConfig(bitrate=600_000, keyframe_interval_s=1000), FPS)
+    # settings pinned, so the clip stays the same whatever the wall encoder's defaults
+    clip_config = EncoderConfig(bitrate=600_000, cpu_used=10, keyframe_interval_s=1000)
+    encoder = Vp8Encoder(clip_config, FPS)
     out: list[tuple[bytes, bool]] = []
     for i in range(CLIP_FRAMES):
         picture = background.copy()
@@ -129,16 +133,62 @@ def encode_clip() -> list[tuple[bytes, bool]]:
     return out
 
 
-# -- one feed: replay → aiortc's receive path → FeedReader ---------------------------------
+# -- one feed: replay → a decoder → FeedReader ---------------------------------------------
 
 
 class Feed:
-    """One source replayed as RTP into aiortc's jitter buffer and decoder thread."""
+    """One source replayed at 30 fps as RTP (its own SSRC, sequence and phase)."""
+
+    path = ""
 
     def __init__(self, index: int, clip: list[tuple[bytes, bool]], output: WallOutput) -> None:
         self.index = index
         self.source_id = f"feed{index}"
         self.packets = [packetize_vp8(data, i, 1200) for i, (data, _key) in enumerate(clip)]
+        self.sent_at: dict[int, list[float]] = defaultdict(list)  # clip index → send times
+        self.sequence = 1000 * index
+        self.frames = 0
+        self.reader: FeedReader
+
+    def thread_ids(self) -> list[int]:
+        raise NotImplementedError
+
+    async def send(self, payload: bytes, marker: bool, timestamp: int) -> None:
+        raise NotImplementedError
+
+    async def inject(self, frame_number: int) -> None:
+        clip_index = frame_number % CLIP_FRAMES
+        timestamp = (frame_number * (90000 // FPS)) & 0xFFFFFFFF
+        payloads = self.packets[clip_index]
+        for k, payload in enumerate(payloads):
+            await self.send(payload, k == len(payloads) - 1, timestamp)
+            self.sequence += 1
+        self.sent_at[clip_index].append(time.time())
+        self.frames += 1
+
+    async def run(self, start: float, phase: float, stop: asyncio.Event) -> None:
+        n = 0
+        while not stop.is_set():
+            due = start + phase + n / FPS
+            wait = due - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            await self.inject(n)
+            n += 1
+
+    async def close(self) -> None:
+        await self.reader.close()
+
+
+class AiortcFeed(Feed):
+    """The old path (before bridge.decoder): exactly what aiortc's ``RTCRtpReceiver`` does
+    once its decoder runs: depayload + ``JitterBuffer`` on the event loop, then aiortc's own
+    ``decoder_worker`` (libvpx) in a thread of its own, into a ``RemoteStreamTrack``."""
+
+    path = "aiortc"
+
+    def __init__(self, index: int, clip: list[tuple[bytes, bool]], output: WallOutput) -> None:
+        super().__init__(index, clip, output)
         self.jitter = JitterBuffer(capacity=512, is_video=True)
         self.track = RemoteStreamTrack(kind="video")
         self.input: queue.Queue[Any] = queue.Queue()
@@ -154,43 +204,82 @@ class Feed:
         )
         self.thread.start()
         self.reader = FeedReader(self.source_id, self.track, [output])
-        self.sent_at: dict[int, list[float]] = defaultdict(list)  # clip index → send times
-        self.sequence = 1000 * index
-        self.frames = 0
 
-    def inject(self, frame_number: int) -> None:
-        clip_index = frame_number % CLIP_FRAMES
-        timestamp = (frame_number * (90000 // FPS)) & 0xFFFFFFFF
-        payloads = self.packets[clip_index]
-        for k, payload in enumerate(payloads):
-            packet = AiortcRtpPacket(
-                payload_type=96,
-                marker=int(k == len(payloads) - 1),
-                sequence_number=self.sequence & 0xFFFF,
-                timestamp=timestamp,
-                ssrc=1 + self.index,
-                payload=payload,
-            )
-            self.sequence += 1
-            packet._data = depayload(VP8, packet.payload)  # type: ignore[attr-defined]
-            _pli, encoded = self.jitter.add(packet)
-            if encoded is not None:
-                self.input.put((VP8, encoded))
-        self.sent_at[clip_index].append(time.time())
-        self.frames += 1
+    def thread_ids(self) -> list[int]:
+        return [self.thread.native_id] if self.thread.native_id is not None else []
 
-    async def run(self, start: float, phase: float, stop: asyncio.Event) -> None:
-        n = 0
-        while not stop.is_set():
-            due = start + phase + n / FPS
-            wait = due - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self.inject(n)
-            n += 1
+    async def send(self, payload: bytes, marker: bool, timestamp: int) -> None:
+        packet = AiortcRtpPacket(
+            payload_type=96,
+            marker=int(marker),
+            sequence_number=self.sequence & 0xFFFF,
+            timestamp=timestamp,
+            ssrc=1 + self.index,
+            payload=payload,
+        )
+        packet._data = depayload(VP8, packet.payload)  # type: ignore[attr-defined]
+        _pli, encoded = self.jitter.add(packet)
+        if encoded is not None:
+            self.input.put((VP8, encoded))
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self.input.put(None)
+        await super().close()
+
+
+class _Publisher:
+    """The replayed publisher's end of the feedback path (keyframes come every 4 s anyway)."""
+
+    def __init__(self) -> None:
+        self.plis = 0
+
+    def request_keyframe(self) -> None:
+        self.plis += 1
+
+    def send_remb(self, bitrate: int) -> None:
+        pass
+
+
+class BridgeFeed(Feed):
+    """The product's path (``Peer.set_decode``): RTP into the feed's
+    :class:`~bridge.publication.Publication`, a :class:`~bridge.decoder.VideoDecoder` fed by a
+    slot of its own, its worker thread decoding, its track read by the FeedReader."""
+
+    path = "bridge"
+
+    def __init__(
+        self,
+        index: int,
+        clip: list[tuple[bytes, bool]],
+        output: WallOutput,
+        config: DecoderConfig,
+    ) -> None:
+        super().__init__(index, clip, output)
+        self.publication = Publication(self.source_id, "video")
+        self.publication.bind(_Publisher())
+        self.decoder = VideoDecoder(self.source_id, config=config)
+        self.decoder.start(self.publication)
+        self.reader = FeedReader(self.source_id, self.decoder.track, [output])
+
+    def thread_ids(self) -> list[int]:
+        native = self.decoder.thread_id
+        return [native] if native is not None else []
+
+    async def send(self, payload: bytes, marker: bool, timestamp: int) -> None:
+        packet = RtpPacket(
+            payload_type=96,
+            sequence_number=self.sequence & 0xFFFF,
+            timestamp=timestamp,
+            ssrc=1 + self.index,
+            payload=payload,
+            marker=marker,
+        )
+        await self.publication.on_rtp(packet, time.time())
+
+    async def close(self) -> None:
+        self.decoder.close()
+        self.publication.close()
+        await super().close()
 
 
 def thread_cpu(native_id: int) -> float:
@@ -204,12 +293,19 @@ def thread_cpu(native_id: int) -> float:
 # -- the run -----------------------------------------------------------------------------------
 
 
-async def run(feeds_n: int, seconds: float, warmup: float) -> dict[str, Any]:
+async def run(
+    feeds_n: int,
+    seconds: float,
+    warmup: float,
+    path: str = "bridge",
+    decoder: DecoderConfig | None = None,
+    wall: WallConfig | None = None,
+) -> dict[str, Any]:
     print(f"encoding the 360p source clip ({CLIP_FRAMES} frames)...", flush=True)
     clip = encode_clip()
     clip_kbps = sum(len(d) for d, _ in clip) * 8 / (CLIP_FRAMES / FPS) / 1000
     kind = "25" if feeds_n <= 25 else "36"
-    config = WallConfig(output_id="wall", idle_when_unwatched=False)
+    config = wall or WallConfig(output_id="wall", idle_when_unwatched=False)
     output = WallOutput(config)
     tiles = [TileSpec(f"feed{i}", f"街道{i + 1}") for i in range(feeds_n)]
     output.set_layout(kind, None, tiles)
@@ -231,7 +327,11 @@ async def run(feeds_n: int, seconds: float, warmup: float) -> dict[str, Any]:
         await original_on_rtp(packet, now)
 
     output.publication.on_rtp = tap  # type: ignore[method-assign]
-    feeds = [Feed(i, clip, output) for i in range(feeds_n)]
+    decoder = decoder or DecoderConfig()
+    feeds: list[Feed] = [
+        AiortcFeed(i, clip, output) if path == "aiortc" else BridgeFeed(i, clip, output, decoder)
+        for i in range(feeds_n)
+    ]
     loop_id = threading.get_native_id()
     worker_id = await asyncio.get_running_loop().run_in_executor(
         output._executor, threading.get_native_id
@@ -245,7 +345,7 @@ async def run(feeds_n: int, seconds: float, warmup: float) -> dict[str, Any]:
     output.start()
     await asyncio.sleep(warmup + 2 * feeds_n / FPS)
 
-    decoder_ids = [f.thread.native_id for f in feeds if f.thread.native_id is not None]
+    decoder_ids = [t for f in feeds for t in f.thread_ids()]
     before: dict[str, float] = {
         "process": time.process_time(),
         "wall": time.monotonic(),
@@ -279,8 +379,7 @@ async def run(feeds_n: int, seconds: float, warmup: float) -> dict[str, Any]:
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.gather(*tasks, return_exceptions=True)
     for f in feeds:
-        f.close()
-        await f.reader.close()
+        await f.close()
     await output.close()
 
     elapsed = after["wall"] - before["wall"]
@@ -293,6 +392,7 @@ async def run(feeds_n: int, seconds: float, warmup: float) -> dict[str, Any]:
     delays = measure_delays(produced, first, last, feeds, rects)
     result: dict[str, Any] = {
         "feeds": feeds_n,
+        "decode_path": path if path == "aiortc" else f"bridge ({decoder.codec})",
         "source": f"{SRC_W}x{SRC_H} VP8 {clip_kbps:.0f} kbit/s",
         "canvas": f"{config.compositor.width}x{config.compositor.height}",
         "layout": kind,

@@ -7,8 +7,10 @@ gateway) publishes each one now (:meth:`Feeds.update`); it turns decoding on
 publisher for a keyframe) for new ones and off for those no longer wanted, and deposits every
 decoded frame into each sink (the outputs' compositors) with :meth:`FrameSink.push`.
 
-Decoding itself runs in aiortc's per-receiver decoder thread, off the event loop; a
-:class:`FeedReader` only moves finished frames from the remote track into the sinks (a
+Decoding itself runs off the event loop: for a participant's camera in the
+:class:`~bridge.decoder.VideoDecoder` worker that :meth:`bridge.peer.Peer.set_decode` attaches
+to the publication (fed by the relay's RTP, no aiortc receiver path), for a gateway wherever
+it decodes. A :class:`FeedReader` only moves finished frames from the track into the sinks (a
 reference and a lock per output, no copy). A feed that stalls or breaks never delays a
 composed frame: the compositor shows its last picture, then "no signal".
 

@@ -34,6 +34,7 @@ from aiortc import (
 )
 
 from .aiortc_adapter import ReceiverTap, SenderPort, SlotTrack, set_stream_id
+from .decoder import DecoderConfig, VideoDecoder
 from .errors import IceCandidateError, OfferError, UnsupportedCodecError
 from .publication import Publication
 from .relay import Relay
@@ -55,6 +56,7 @@ class PeerConfig:
     ice_servers: tuple[str, ...] = ()
     ice_username: str | None = None
     ice_credential: str | None = None
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +132,7 @@ class Peer:
         self._slot_names: dict[str, str] = {}  # mid → slot name
         self._publications: dict[str, Publication] = {}  # mid → publication
         self._taps: dict[str, ReceiverTap] = {}  # mid → tap of a publication
+        self._decoders: dict[str, VideoDecoder] = {}  # mid → decoder of a video publication
         self._answering = asyncio.Lock()
         self._known_mids: set[str] = set()
         self._extra = 0
@@ -187,12 +190,17 @@ class Peer:
     def set_decode(self, kind: str, decode: bool) -> MediaStreamTrack | None:
         """Decode the participant's ``kind`` publication too (a wall feed), or stop.
 
-        Returns the remote track that yields decoded frames (None when there is no such
-        publication). Turning decoding on asks the publisher for a keyframe.
+        Returns the track that yields decoded frames (None when there is no such
+        publication); it stays the same track across stops and starts until the peer closes.
+        Video is decoded from the relay's RTP by a :class:`~bridge.decoder.VideoDecoder`
+        (from the next keyframe, asked for at once); audio through aiortc's own receiver
+        (the tap lets its decoder run), as the audio mix expects.
         """
         for mid, publication in self._publications.items():
             if publication.kind != kind:
                 continue
+            if kind == "video":
+                return self._set_video_decode(mid, publication, decode)
             tap = self._taps[mid]
             tap.set_decode(decode)
             if decode:
@@ -200,6 +208,23 @@ class Peer:
             transceiver = self._transceiver(mid)
             return transceiver.receiver.track if transceiver is not None else None
         return None
+
+    def _set_video_decode(
+        self, mid: str, publication: Publication, decode: bool
+    ) -> MediaStreamTrack | None:
+        decoder = self._decoders.get(mid)
+        if decoder is None:
+            if not decode or self._closing is not None:
+                return None
+            decoder = VideoDecoder(
+                f"{self.id}/{mid}", config=self.config.decoder, relay_config=self.relay.config
+            )
+            self._decoders[mid] = decoder
+        if decode and self._closing is None:
+            decoder.start(publication)
+        else:
+            decoder.stop()
+        return decoder.track
 
     async def answer(self, offer_sdp: str, *, decode: frozenset[str] = frozenset()) -> Answer:
         """Answer ``offer_sdp``; ``decode`` lists kinds whose publications also decode.
@@ -367,6 +392,8 @@ class Peer:
                 self.relay.remove_slot(slot)
             for publication in self._publications.values():
                 self.relay.remove_publication(publication)
+            for decoder in self._decoders.values():
+                decoder.close()
             await self.pc.close()
             for tap in self._taps.values():
                 tap.uninstall()

@@ -1,0 +1,433 @@
+"""Decoding one VP8 publication for the wall, straight from the relay's RTP.
+
+ARCHITECTURE.md, "The wall": only feeds on the wall are decoded, one decoder per feed. A
+:class:`VideoDecoder` is fed like any subscriber: a :class:`~bridge.slot.Slot` on the
+publication with a :class:`~bridge.slot.DownstreamPort` of its own, so the relay's keyframe
+wait (PLI at once), source switches, publisher restarts and NACK-repaired packets all work as
+for a display, and nothing of aiortc's receiver (depacketiser, jitter buffer, decoder thread)
+runs. Then:
+
+- :class:`Vp8Depacketizer` (RFC 7741 sections 4.1–4.3) puts a frame together from its packets
+  in sequence order (S=1/PID=0 starts a frame, the marker bit ends it), waits a few frames for
+  a late or retransmitted packet, and when one stays missing gives the frame up and waits for
+  the next keyframe (asking for it), so the decoder is never fed a broken reference chain;
+- one worker thread per decoder decodes with PyAV (the GIL is released while FFmpeg
+  decodes), ``thread_count=1`` (FIELD-NOTES.md: automatic threads cost more CPU on small
+  pictures for nothing);
+- frames leave through :attr:`VideoDecoder.track`, a :class:`~aiortc.MediaStreamTrack` (the
+  :class:`~bridge.track_reader.DecodedSource` contract), whose queue keeps only the newest
+  ``queue_frames`` frames: a reader that falls behind skips pictures instead of adding delay.
+
+Measured (``benchmarks/wall_bench.py --decoders``: the benchmark's 360p clip, ~580 kbit/s,
+one thread, CPU ms per frame, medians of 3 passes, same run; shared 2-core machine):
+
+============================  ================
+decoder                       ms per frame
+============================  ================
+FFmpeg native ``vp8``         0.49 (0.44–0.50)
+libvpx through FFmpeg         0.50 (0.46–0.50)
+aiortc's receive path, whole  0.87 (depacketiser, jitter buffer, libvpx, queues)
+============================  ================
+
+The two decoders cost the same here; the native one is the default because it needs no
+external library state and handles a resolution change on any keyframe. What the old path
+cost beyond the decode itself (~0.4 ms per frame: aiortc's depacketiser and jitter buffer on
+the event loop, its per-frame ``VideoFrame`` conversion and queues) is what this module saves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av.codec.context import CodecContext
+from av.video.codeccontext import VideoCodecContext
+
+from .publication import Publication, RelayConfig
+from .rtp import StreamRewriter, is_vp8_keyframe, parse_rtp, parse_vp8_descriptor
+from .slot import Slot
+
+__all__ = [
+    "DecodedVideoTrack",
+    "DecoderConfig",
+    "DecoderStats",
+    "VideoDecoder",
+    "Vp8Depacketizer",
+]
+
+logger = logging.getLogger(__name__)
+
+VIDEO_TIME_BASE = fractions.Fraction(1, 90000)  # RFC 7741 4.1: 90 kHz RTP clock
+
+
+@dataclass(frozen=True, slots=True)
+class DecoderConfig:
+    """How wall feeds are decoded (see the module docstring for the measurements)."""
+
+    codec: str = "vp8"  # FFmpeg decoder name: "vp8" (native) or "libvpx"
+    threads: int = 1
+    max_pending_frames: int = 6  # frames held behind a missing packet before giving up
+    queue_frames: int = 2  # decoded frames kept for a slow reader (the newest)
+
+    def __post_init__(self) -> None:
+        if self.codec not in ("vp8", "libvpx"):
+            raise ValueError(f"codec must be vp8 or libvpx, got {self.codec!r}")
+        if self.threads < 1 or self.max_pending_frames < 1 or self.queue_frames < 1:
+            raise ValueError("threads, max_pending_frames and queue_frames must be positive")
+
+
+@dataclass(slots=True)
+class DecoderStats:
+    """Counters for metrics, tests and the benchmark."""
+
+    packets: int = 0
+    frames_assembled: int = 0
+    frames_decoded: int = 0
+    frames_given_up: int = 0  # incomplete frames dropped (a packet stayed missing)
+    frames_skipped: int = 0  # complete frames dropped while waiting for a keyframe
+    decode_errors: int = 0
+    keyframe_requests: int = 0
+    frames_dropped: int = 0  # decoded but replaced in the track's queue by newer ones
+
+
+class Vp8Depacketizer:
+    """RTP packets of one VP8 stream in, whole encoded frames out (RFC 7741).
+
+    Sans-I/O: :meth:`push` takes one packet's sequence number, timestamp, marker bit and
+    payload (descriptor included) and returns the frames it completes, in order, as
+    ``(data, is_keyframe, timestamp)``. :attr:`needs_keyframe` turns True when a frame had to
+    be given up; the caller asks the publisher for a keyframe and clears it.
+    """
+
+    def __init__(self, max_pending_frames: int = 6) -> None:
+        self.max_pending_frames = max_pending_frames
+        self.needs_keyframe = False
+        self.given_up = 0
+        self.skipped = 0
+        # seq → (timestamp, start of frame, marker, VP8 payload without the descriptor)
+        self._packets: dict[int, tuple[int, bool, bool, bytes]] = {}
+        self._starts: dict[int, int] = {}  # timestamp → seq of its start packet
+        self._next: int | None = None  # seq the next frame must start at
+        # seqs of packets starting a keyframe, oldest first
+        self._keyframe_starts: dict[int, None] = {}
+
+    def reset(self) -> None:
+        """Forget everything: the next frame out is a keyframe."""
+        self._packets.clear()
+        self._starts.clear()
+        self._keyframe_starts.clear()
+        self._next = None
+
+    def push(
+        self, sequence_number: int, timestamp: int, marker: bool, payload: bytes
+    ) -> list[tuple[bytes, bool, int]]:
+        """Add one packet; returns the frames now complete, in order."""
+        try:
+            desc = parse_vp8_descriptor(payload)
+        except ValueError:
+            return []
+        seq = sequence_number & 0xFFFF
+        if seq in self._packets or len(payload) <= desc.size:
+            return []
+        if self._next is not None and _seq_before(seq, self._next):
+            return []  # a frame already given up or decoded
+        start = desc.start and desc.partition_id == 0
+        self._packets[seq] = (timestamp, start, marker, payload[desc.size :])
+        if start:
+            self._starts[timestamp] = seq
+            if is_vp8_keyframe(payload):
+                self._keyframe_starts[seq] = None
+        out: list[tuple[bytes, bool, int]] = []
+        while True:
+            frame = self._take_next()
+            if frame is None:
+                break
+            out.append(frame)
+        stuck = len(self._starts) > self.max_pending_frames
+        if not out and (stuck or len(self._packets) > _MAX_PACKETS):
+            self._give_up()
+            while (frame := self._take_next()) is not None:
+                out.append(frame)
+        return out
+
+    def _take_next(self) -> tuple[bytes, bool, int] | None:
+        """The frame starting at the expected sequence number, if complete."""
+        begin = self._next
+        if begin is None:
+            if not self._keyframe_starts:
+                return None
+            begin = next(iter(self._keyframe_starts))
+        first = self._packets.get(begin)
+        if first is None or not first[1]:
+            return None
+        timestamp = first[0]
+        parts = []
+        seq = begin
+        while True:
+            packet = self._packets.get(seq)
+            if packet is None or packet[0] != timestamp:
+                return None  # missing (yet), or the next frame began without a marker
+            parts.append(packet[3])
+            if packet[2]:
+                break
+            seq = (seq + 1) & 0xFFFF
+        for k in range(((seq - begin) & 0xFFFF) + 1):
+            self._packets.pop((begin + k) & 0xFFFF, None)
+        self._starts.pop(timestamp, None)
+        keyframe = begin in self._keyframe_starts
+        self._keyframe_starts.pop(begin, None)
+        self._next = (seq + 1) & 0xFFFF
+        self._drop_before(self._next)
+        return b"".join(parts), keyframe, timestamp
+
+    def _give_up(self) -> None:
+        """A packet stays missing: drop what waits and restart at the next keyframe."""
+        self.given_up += 1
+        self.needs_keyframe = True
+        keyframes = list(self._keyframe_starts)
+        if self._next is None and keyframes:
+            keyframes.pop(0)  # the keyframe we waited on is the incomplete one
+        self._next = None
+        if keyframes:
+            self._drop_before(keyframes[0])
+        else:
+            self._keyframe_starts.clear()
+            self.skipped += len(self._starts)
+            self._packets.clear()
+            self._starts.clear()
+
+    def _drop_before(self, seq: int) -> None:
+        for old in [s for s in self._packets if _seq_before(s, seq)]:
+            timestamp, start, _marker, _data = self._packets.pop(old)
+            if start and self._starts.get(timestamp) == old:
+                del self._starts[timestamp]
+            self._keyframe_starts.pop(old, None)
+
+
+#: packets held at most, whatever their frames (bounds memory when frame starts are lost)
+_MAX_PACKETS = 2048
+
+
+def _seq_before(a: int, b: int) -> bool:
+    """``a`` comes before ``b`` in 16-bit serial-number arithmetic (RFC 1982)."""
+    return a != b and ((b - a) & 0xFFFF) < 0x8000
+
+
+class DecodedVideoTrack(MediaStreamTrack):
+    """A remote feed's decoded pictures (``recv`` yields :class:`av.VideoFrame`)."""
+
+    kind = "video"
+
+    def __init__(self, queue_frames: int = 2) -> None:
+        super().__init__()
+        self._queue: asyncio.Queue[av.VideoFrame | None] = asyncio.Queue()
+        self._limit = queue_frames
+        self.dropped = 0
+
+    def deliver(self, frame: av.VideoFrame | None) -> None:
+        """Queue a frame (None: the track ends); keeps the newest ``queue_frames``."""
+        if frame is not None:
+            while self._queue.qsize() >= self._limit:
+                self._queue.get_nowait()
+                self.dropped += 1
+        self._queue.put_nowait(frame)
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live" and self._queue.empty():
+            raise MediaStreamError
+        frame = await self._queue.get()
+        if frame is None:
+            self.stop()
+            raise MediaStreamError
+        return frame
+
+
+class _Port:
+    """The decoder's :class:`~bridge.slot.DownstreamPort`: packets go to the depacketiser."""
+
+    def __init__(self, decoder: VideoDecoder) -> None:
+        self._decoder = decoder
+        self.ssrc = 0
+        self.ready = True
+
+    async def send(self, sequence_number: int, data: bytes, payload_size: int) -> None:
+        self._decoder._on_packet(data)
+
+    def close(self) -> None:
+        self.ready = False
+
+
+class VideoDecoder:
+    """Decodes one VP8 publication while started (see the module docstring).
+
+    Lives on the event loop (:meth:`start`, :meth:`stop`, :meth:`close`); decoding runs in
+    its own worker thread. The :attr:`track` lives until :meth:`close`, across stops and
+    starts, like a remote track lives as long as its connection.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        config: DecoderConfig | None = None,
+        relay_config: RelayConfig | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config or DecoderConfig()
+        self.stats = DecoderStats()
+        self.track = DecodedVideoTrack(self.config.queue_frames)
+        self._relay_config = relay_config
+        self._slot: Slot | None = None
+        self._depacketizer = Vp8Depacketizer(self.config.max_pending_frames)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._work: queue.SimpleQueue[tuple[bytes, bool, int, int] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._epoch = 0  # bumped on every start: frames of an older run are not delivered
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return f"VideoDecoder({self.name!r})"
+
+    @property
+    def running(self) -> bool:
+        return self._slot is not None
+
+    @property
+    def thread_id(self) -> int | None:
+        """The worker thread's native id (for per-thread CPU accounting)."""
+        return self._thread.native_id if self._thread is not None else None
+
+    def start(self, publication: Publication) -> None:
+        """Decode ``publication`` from its next keyframe on (asked for at once)."""
+        if self.closed:
+            raise RuntimeError(f"{self!r} is closed")
+        slot = self._slot
+        if slot is not None and publication in (slot.source, slot.pending):
+            return
+        self.stop()
+        self._loop = asyncio.get_running_loop()
+        self._epoch += 1
+        self._depacketizer.reset()
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"decode-{self.name}", daemon=True
+            )
+            self._thread.start()
+        slot = Slot(f"{self.name}/decoder", "video", config=self._relay_config)
+        slot.connect(
+            _Port(self),
+            StreamRewriter(
+                ssrc=0,
+                payload_type=96,
+                clock_rate=90000,
+                vp8=False,
+                extension_ids={},
+                mid=None,
+                initial_sequence=0,
+                initial_timestamp=0,
+            ),
+        )
+        self._slot = slot
+        slot.switch(publication)
+
+    def stop(self) -> None:
+        """Stop decoding (idempotent); the track stays open."""
+        slot, self._slot = self._slot, None
+        if slot is not None:
+            slot.close()
+            self._epoch += 1
+
+    def close(self) -> None:
+        """Stop for good: the worker ends and the track ends (idempotent)."""
+        if self.closed:
+            return
+        self.stop()
+        self.closed = True
+        self._work.put(None)
+        if self._thread is None:
+            self.track.deliver(None)
+
+    # -- packets (event loop) ---------------------------------------------------------------
+
+    def _on_packet(self, data: bytes) -> None:
+        try:
+            packet = parse_rtp(data, {})
+        except ValueError:
+            return
+        self.stats.packets += 1
+        depacketizer = self._depacketizer
+        frames = depacketizer.push(
+            packet.sequence_number, packet.timestamp, packet.marker, packet.payload
+        )
+        for data_, keyframe, timestamp in frames:
+            self.stats.frames_assembled += 1
+            self._work.put((data_, keyframe, timestamp, self._epoch))
+        if depacketizer.needs_keyframe:
+            depacketizer.needs_keyframe = False
+            self._request_keyframe()
+        self.stats.frames_given_up = depacketizer.given_up
+        self.stats.frames_skipped = depacketizer.skipped
+
+    def _request_keyframe(self) -> None:
+        self.stats.keyframe_requests += 1
+        if self._slot is not None:
+            self._slot.request_keyframe()
+
+    # -- decoding (worker thread) -----------------------------------------------------------
+
+    def _open(self) -> VideoCodecContext:
+        codec = CodecContext.create(self.config.codec, "r")
+        assert isinstance(codec, VideoCodecContext)
+        codec.thread_count = self.config.threads
+        return codec
+
+    def _run(self) -> None:
+        codec: VideoCodecContext | None = None
+        broken = False  # a decode failed: skip to the next keyframe
+        epoch = -1
+        while (item := self._work.get()) is not None:
+            data, keyframe, timestamp, item_epoch = item
+            if item_epoch != self._epoch:
+                continue  # queued before a stop
+            if item_epoch != epoch:  # a new start: a new reference chain from a keyframe
+                epoch, broken = item_epoch, False
+            if broken and not keyframe:
+                continue
+            try:
+                if codec is None:
+                    codec = self._open()
+                frames = codec.decode(av.Packet(data))
+            except Exception as exc:
+                codec, broken = None, True
+                self.stats.decode_errors += 1
+                logger.warning("%r: cannot decode a frame: %s", self, exc)
+                self._call_soon(self._request_keyframe)
+                continue
+            broken = False
+            for frame in frames:
+                frame.pts = timestamp
+                frame.time_base = VIDEO_TIME_BASE
+                self.stats.frames_decoded += 1
+                self._call_soon(self._deliver, frame, item_epoch)
+        self._call_soon(self.track.deliver, None)
+
+    def _call_soon(self, callback: object, *args: object) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(callback, *args)  # type: ignore[arg-type]
+
+    def _deliver(self, frame: av.VideoFrame, epoch: int) -> None:
+        if epoch != self._epoch or self.closed:
+            return  # decoded for a run that was stopped since
+        before = self.track.dropped
+        self.track.deliver(frame)
+        self.stats.frames_dropped += self.track.dropped - before

@@ -1,0 +1,209 @@
+"""bridge.decoder: VP8 depacketising (RFC 7741) and decoding a publication for the wall."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiortc.mediastreams import MediaStreamError
+
+from bridge.decoder import DecoderConfig, VideoDecoder, Vp8Depacketizer
+from bridge.encoder import EncoderConfig, Vp8Encoder, packetize_vp8
+from bridge.publication import Publication
+from bridge.rtp import RtpPacket
+from bridge.testkit import mark_frame, read_mark
+
+FRAME_TICKS = 3000  # 90 kHz at 30 fps
+
+
+@pytest.fixture(scope="module")
+def clip() -> list[tuple[bytes, bool]]:
+    """12 marked 320x240 frames, a keyframe at 0 and at 6, split into several packets each."""
+    encoder = Vp8Encoder(EncoderConfig(bitrate=2_000_000), fps=30)
+    out: list[tuple[bytes, bool]] = []
+    for i in range(12):
+        out.extend(encoder.encode(mark_frame(i), keyframe=i in (0, 6)))
+    assert [key for _, key in out] == [i in (0, 6) for i in range(12)]
+    return out
+
+
+def packets(
+    clip: list[tuple[bytes, bool]], first_seq: int = 100, max_payload: int = 40
+) -> list[tuple[int, int, bool, bytes]]:
+    """(seq, timestamp, marker, payload) of every frame, in order."""
+    out = []
+    seq = first_seq
+    for i, (data, _key) in enumerate(clip):
+        payloads = packetize_vp8(data, i, max_payload)
+        for k, payload in enumerate(payloads):
+            out.append((seq & 0xFFFF, i * FRAME_TICKS, k == len(payloads) - 1, payload))
+            seq += 1
+    return out
+
+
+def push_all(
+    depacketizer: Vp8Depacketizer, items: list[tuple[int, int, bool, bytes]]
+) -> list[tuple[bytes, bool, int]]:
+    frames = []
+    for item in items:
+        frames.extend(depacketizer.push(*item))
+    return frames
+
+
+def test_frames_come_out_whole_and_in_order(clip: list[tuple[bytes, bool]]) -> None:
+    items = packets(clip)
+    assert len(items) > 3 * len(clip)  # several packets per frame
+    frames = push_all(Vp8Depacketizer(), items)
+    assert [f[0] for f in frames] == [data for data, _ in clip]
+    assert [f[1] for f in frames] == [key for _, key in clip]
+    assert [f[2] for f in frames] == [i * FRAME_TICKS for i in range(len(clip))]
+
+
+def test_reordered_and_duplicated_packets_and_sequence_wrap(
+    clip: list[tuple[bytes, bool]],
+) -> None:
+    items = packets(clip, first_seq=0xFFF0)
+    shuffled = list(items)
+    for i in range(0, len(shuffled) - 3, 4):  # swap neighbours, then repeat one
+        shuffled[i], shuffled[i + 2] = shuffled[i + 2], shuffled[i]
+    shuffled.insert(5, shuffled[3])
+    frames = push_all(Vp8Depacketizer(), shuffled)
+    assert [f[0] for f in frames] == [data for data, _ in clip]
+
+
+def test_starts_at_a_keyframe(clip: list[tuple[bytes, bool]]) -> None:
+    items = packets(clip)
+    first_of_frame_2 = next(i for i, item in enumerate(items) if item[1] == 2 * FRAME_TICKS)
+    frames = push_all(Vp8Depacketizer(), items[first_of_frame_2:])
+    assert frames[0][1] and frames[0][0] == clip[6][0]  # frames 2..5 need frame 1: skipped
+    assert [f[0] for f in frames] == [data for data, _ in clip[6:]]
+
+
+def test_a_lost_packet_gives_up_the_frame_and_waits_for_a_keyframe(
+    clip: list[tuple[bytes, bool]],
+) -> None:
+    items = packets(clip)
+    lost = next(i for i, item in enumerate(items) if item[1] == 2 * FRAME_TICKS and not item[2])
+    depacketizer = Vp8Depacketizer(max_pending_frames=3)
+    frames = push_all(depacketizer, items[:lost] + items[lost + 1 :])
+    assert depacketizer.needs_keyframe
+    assert depacketizer.given_up >= 1
+    # frames 0 and 1, then nothing that depends on the broken frame 2, then the keyframe on
+    assert [f[2] // FRAME_TICKS for f in frames] == [0, 1, 6, 7, 8, 9, 10, 11]
+
+
+def test_a_late_packet_still_completes_its_frame(clip: list[tuple[bytes, bool]]) -> None:
+    items = packets(clip)
+    late = next(i for i, item in enumerate(items) if item[1] == 3 * FRAME_TICKS)
+    reordered = items[:late] + items[late + 1 : late + 8] + [items[late]] + items[late + 8 :]
+    depacketizer = Vp8Depacketizer()
+    frames = push_all(depacketizer, reordered)
+    assert [f[0] for f in frames] == [data for data, _ in clip]
+    assert not depacketizer.needs_keyframe
+
+
+def test_garbage_is_ignored(clip: list[tuple[bytes, bool]]) -> None:
+    depacketizer = Vp8Depacketizer()
+    assert depacketizer.push(1, 0, True, b"") == []
+    assert depacketizer.push(2, 0, True, b"\x90") == []  # descriptor only, truncated
+    assert depacketizer.push(3, 0, True, b"\x10") == []  # S=1 but no payload
+    frames = push_all(depacketizer, packets(clip, first_seq=10))
+    assert len(frames) == len(clip)
+
+
+class Upstream:
+    def __init__(self) -> None:
+        self.plis = 0
+
+    def request_keyframe(self) -> None:
+        self.plis += 1
+
+    def send_remb(self, bitrate: int) -> None:
+        pass
+
+
+async def feed(publication: Publication, items: list[tuple[int, int, bool, bytes]]) -> None:
+    for seq, timestamp, marker, payload in items:
+        packet = RtpPacket(96, seq, timestamp, 1234, payload, marker)
+        await publication.on_rtp(packet, 0.0)
+
+
+async def test_decoder_yields_marked_frames_from_the_next_keyframe(
+    clip: list[tuple[bytes, bool]],
+) -> None:
+    publication = Publication("pub", "video")
+    upstream = Upstream()
+    publication.bind(upstream)
+    decoder = VideoDecoder("pub", config=DecoderConfig(queue_frames=16))
+    decoder.start(publication)
+    assert upstream.plis == 1  # a keyframe is asked for at once
+    items = packets(clip)
+    await feed(publication, [i for i in items if 1 <= i[1] // FRAME_TICKS < 6])  # no keyframe
+    await feed(publication, [i for i in items if i[1] // FRAME_TICKS >= 6])
+    marks = []
+    for _ in range(6):
+        frame = await asyncio.wait_for(decoder.track.recv(), 10)
+        assert (frame.width, frame.height) == (320, 240)
+        marks.append(read_mark(frame))
+    assert marks == [6, 7, 8, 9, 10, 11]
+    assert decoder.stats.frames_decoded == 6
+    decoder.close()
+    with pytest.raises(MediaStreamError):
+        await asyncio.wait_for(decoder.track.recv(), 10)
+
+
+async def test_stopped_decoder_decodes_nothing_and_restarts_at_a_keyframe(
+    clip: list[tuple[bytes, bool]],
+) -> None:
+    publication = Publication("pub", "video")
+    publication.bind(Upstream())
+    decoder = VideoDecoder("pub", config=DecoderConfig(queue_frames=16))
+    track = decoder.track
+    decoder.start(publication)
+    items = packets(clip)
+    await feed(publication, [i for i in items if i[1] // FRAME_TICKS < 3])
+    assert read_mark(await asyncio.wait_for(track.recv(), 10)) == 0
+    decoder.stop()
+    assert not publication.slots  # the decoder's slot is gone from the publication
+    await feed(publication, [i for i in items if 3 <= i[1] // FRAME_TICKS < 6])
+    await asyncio.sleep(0.2)
+    while not track._queue.empty():  # frames 1, 2 decoded before the stop
+        track._queue.get_nowait()
+    decoder.start(publication)
+    decoder.start(publication)  # idempotent
+    assert len(publication.slots) == 1
+    await feed(publication, [i for i in items if i[1] // FRAME_TICKS >= 6])
+    assert read_mark(await asyncio.wait_for(track.recv(), 10)) == 6
+    assert decoder.track is track
+    decoder.close()
+    decoder.close()  # idempotent
+    with pytest.raises(RuntimeError):
+        decoder.start(publication)
+
+
+async def test_a_corrupt_frame_asks_for_a_keyframe_and_decoding_recovers(
+    clip: list[tuple[bytes, bool]],
+) -> None:
+    publication = Publication("pub", "video")
+    upstream = Upstream()
+    publication.bind(upstream)
+    decoder = VideoDecoder("pub", config=DecoderConfig(queue_frames=16))
+    decoder.start(publication)
+    items = packets(clip)
+    keyframe = [i for i in items if i[1] == 0]
+    # a keyframe whose data is garbage after the descriptor and the 3-byte frame tag
+    broken = [(s, t, m, p[:7] + bytes(len(p) - 7)) for s, t, m, p in keyframe]
+    await feed(publication, broken)
+    await feed(publication, [i for i in items if i[1] > 0])
+    marks = [read_mark(await asyncio.wait_for(decoder.track.recv(), 10)) for _ in range(6)]
+    assert marks == [6, 7, 8, 9, 10, 11]  # frames 1..5 refer to the broken one: skipped
+    assert decoder.stats.decode_errors == 1
+    assert decoder.stats.keyframe_requests == 1
+    decoder.close()
+
+
+def test_config_is_checked() -> None:
+    with pytest.raises(ValueError):
+        DecoderConfig(codec="h264")
+    with pytest.raises(ValueError):
+        DecoderConfig(queue_frames=0)
