@@ -13,6 +13,7 @@ backoff's shape. Nothing asserts timings; waits have generous limits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -22,19 +23,30 @@ import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
-from aiortc import RTCSessionDescription
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import VideoFrame
 
 from bridge.ice import IceConfig, apply_ice_config
 from bridge.peer import Peer
 from bridge.testkit import Bridge, LoopbackClient, MarkedVideoTrack, wait_for
 from bridge.uplink_peer import UplinkPeer
 from signalling.client import Client, ClientError
+from signalling.model import SiteId
 from signalling.uplink import backoff_delay
+from web.app import Huishang
 from web.tokens import hash_token
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,6 +146,166 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
     assert len(delays) > 1 and all(4.0 <= d <= 8.0 for d in delays)
 
 
+# -- two servers in this process: TLS, refused tokens, publishing a wall output ------------
+
+
+UPPER_SITES = [
+    ("gz", "广州市应急指挥中心", "chair", "district"),
+    ("gz.tianhe", "天河区", "uplink", "district"),
+]
+LOWER_SITES = [
+    ("tianhe", "天河区应急指挥中心", "chair", "district"),
+    ("tianhe.zhuji", "珠吉街", "terminal", "street"),
+    ("tianhe.up", "广州市应急指挥中心", "uplink", "uplink"),
+]
+
+
+@asynccontextmanager
+async def running(level: LevelConfig) -> AsyncIterator[Huishang]:
+    app = await Huishang.open(level.write())
+    try:
+        yield app
+    finally:
+        await app.close()
+
+
+async def uplink_status(app: Huishang, state: str, **where: Any) -> dict[str, Any]:
+    """The in-process server's ``GET /api/uplink`` once it is in *state* (and matches *where*)."""
+    async with aiohttp.ClientSession() as http:
+        deadline = time.monotonic() + 45
+        while True:
+            async with http.get(app.web_url + "/api/uplink") as response:
+                status: dict[str, Any] = await response.json()
+            if status["state"] == state and all(
+                (status[k] >= v if isinstance(v, int) else v in str(status[k]))
+                for k, v in where.items()
+            ):
+                return status
+            if time.monotonic() > deadline:
+                raise AssertionError(f"uplink never {state} with {where}: {status}")
+            await asyncio.sleep(0.1)
+
+
+def pair(tmp_path: Path, **uplink: Any) -> tuple[LevelConfig, LevelConfig]:
+    upper = LevelConfig("upper", tmp_path / "upper", 0, 0, UPPER_SITES)
+    lower = LevelConfig("lower", tmp_path / "lower", 0, 0, LOWER_SITES)
+    lower.uplink = {"token": upper.token_for("gz.tianhe"), "site": "tianhe.up", **uplink}
+    return upper, lower
+
+
+async def test_no_uplink_configured(tmp_path: Path) -> None:
+    upper, _ = pair(tmp_path)
+    async with (
+        running(upper) as app,
+        aiohttp.ClientSession() as http,
+        http.get(app.web_url + "/api/uplink") as response,
+    ):
+        assert await response.json() == {"configured": False}
+
+
+async def test_a_refused_token_is_retried_and_said(tmp_path: Path) -> None:
+    upper, lower = pair(tmp_path)
+    async with running(upper) as up:
+        lower.uplink = {**(lower.uplink or {}), "url": up.signalling_url, "token": "wrong"}
+        async with running(lower) as app:
+            status = await uplink_status(app, "waiting", attempts=2)
+            assert "refused this server's token" in status["last_error"]
+            assert status["connects"] == 0 and status["upper_site"] is None
+            assert not app.conference.online().get(SiteId("tianhe.up"))
+            assert "wrong" not in json.dumps(status)
+
+
+async def test_uplink_over_wss_checks_the_upper_certificate(tmp_path: Path) -> None:
+    upper, lower = pair(tmp_path)
+    upper.extra = '\n[tls]\nmode = "self-signed"\n'
+    async with running(upper) as up:
+        assert up.signalling_url.startswith("wss://")
+        lower.uplink = {**(lower.uplink or {}), "url": up.signalling_url}
+        async with running(lower) as app:  # the system's trust store: refused
+            status = await uplink_status(app, "waiting", attempts=1)
+            assert "certificate" in status["last_error"].lower()
+        cert = upper.folder / "data" / "tls" / "huishang.crt"
+        lower.uplink["ca_file"] = str(cert)
+        async with running(lower) as app:  # trusting the upper level's own certificate
+            status = await uplink_status(app, "up")
+            assert status["upper_site"]["id"] == "gz.tianhe"
+        del lower.uplink["ca_file"]
+        lower.uplink["verify"] = False
+        async with running(lower) as app:  # testing only: no check at all
+            await uplink_status(app, "up")
+            assert SiteId("gz.tianhe") in up.conference.online()
+        # closing the lower server leaves the upper level cleanly (no rejoin grace)
+        assert SiteId("gz.tianhe") not in up.conference.online()
+
+
+class SizedViewer:
+    """A chair at the upper level that records the size of each decoded ``main`` frame."""
+
+    def __init__(self) -> None:
+        self.pc = RTCPeerConnection(
+            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
+        self.sizes: list[tuple[int, int]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.pc.on("track", self._on_track)
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "video":
+            self._tasks.append(asyncio.ensure_future(self._read(track)))
+
+    async def _read(self, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                assert isinstance(frame, VideoFrame)
+                self.sizes.append((frame.width, frame.height))
+
+    async def join(self, url: str, token: str) -> Client:
+        client = await Client.connect(url, token)
+        self.pc.addTransceiver("audio", direction="recvonly")
+        self.pc.addTransceiver("video", direction="recvonly")
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        reply = await client.request({"type": "offer", "sdp": self.pc.localDescription.sdp})
+        await self.pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+        return client
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self.pc.close()
+
+
+async def test_publish_wall_sends_the_wall_output_up(tmp_path: Path) -> None:
+    upper, lower = pair(tmp_path, publish="wall", output="wall")
+    async with running(upper) as up:
+        lower.uplink = {**(lower.uplink or {}), "url": up.signalling_url}
+        async with running(lower) as app:
+            await uplink_status(app, "up")
+            street = await Terminal.join(lower, "tianhe.zhuji", STREET, app.signalling_url)
+            # (the programme would be the district's chair, 320x240: the wall is sent instead)
+            district = await Terminal.join(lower, "tianhe", DISTRICT_CHAIR, app.signalling_url)
+            chair = SizedViewer()
+            client = await chair.join(up.signalling_url, upper.token_for("gz"))
+            try:
+                await client.request({"type": "floor", "site": "gz.tianhe"})
+                await wait_for(lambda: len(chair.sizes) > 10, 45, "the district's wall upstairs")
+                assert assert_wall_size(app, chair.sizes[-1])
+                status = await uplink_status(app, "up")
+                assert status["publish"] == "wall"
+            finally:
+                await street.close()
+                await district.close()
+                await client.close()
+                await chair.close()
+
+
+def assert_wall_size(app: Huishang, size: tuple[int, int]) -> bool:
+    walls = app.walls
+    assert walls is not None
+    compositor = walls.outputs["wall"].config.compositor
+    return size == (compositor.width, compositor.height)
+
+
 # -- three real servers -------------------------------------------------------------------
 
 
@@ -158,8 +330,9 @@ class LevelConfig:
     web_port: int
     signalling_port: int
     sites: list[tuple[str, str, str, str]]
-    uplink: dict[str, Any] | None = None
+    uplink: dict[str, Any] | None = None  # url, token, site, and any other [uplink] keys
     tokens: dict[str, str] = field(default_factory=dict)
+    extra: str = ""  # more of huishang.toml (a [tls] table)
 
     def token_for(self, site_id: str) -> str:
         return self.tokens.setdefault(site_id, f"{self.name}-{site_id}-token-0123456789")
@@ -179,12 +352,13 @@ class LevelConfig:
             f'[web]\nhost = "127.0.0.1"\nport = {self.web_port}\n\n'
             f'[signalling]\nhost = "127.0.0.1"\nport = {self.signalling_port}\n\n'
             '[ice]\nhost_addresses = ["127.0.0.1"]\n\n[limits]\nrejoin_grace_s = 15.0\n'
-        )
+        ) + self.extra
         if self.uplink is not None:
-            (self.folder / "uplink-token.txt").write_text(self.uplink["token"] + "\n")
-            main += (
-                f'\n[uplink]\nurl = "{self.uplink["url"]}"\ntoken_file = "uplink-token.txt"\n'
-                f'site = "{self.uplink["site"]}"\nretry_min_s = 0.5\nretry_max_s = 2.0\n'
+            settings = {"retry_min_s": 0.5, "retry_max_s": 2.0, **self.uplink}
+            (self.folder / "uplink-token.txt").write_text(settings.pop("token") + "\n")
+            settings["token_file"] = "uplink-token.txt"
+            main += "\n[uplink]\n" + "".join(
+                f"{key} = {json.dumps(value)}\n" for key, value in settings.items()
             )
         path = self.folder / "huishang.toml"
         path.write_text(main, encoding="utf-8")
@@ -326,8 +500,11 @@ class Terminal:
         self.peer.send(MarkedVideoTrack(tag, fps=15))
 
     @classmethod
-    async def join(cls, level: LevelConfig, site: str, tag: int) -> Terminal:
-        client = await Client.connect(level.signalling, level.token_for(site), timeout=20)
+    async def join(
+        cls, level: LevelConfig, site: str, tag: int, url: str | None = None
+    ) -> Terminal:
+        url = url or level.signalling
+        client = await Client.connect(url, level.token_for(site), timeout=20)
         terminal = cls(client, tag)
         pc = terminal.peer.pc
         await pc.setLocalDescription(await pc.createOffer())
