@@ -37,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--fps", type=int, default=25)
     parser.add_argument(
+        "--speed", type=int, default=0, help="videotestsrc horizontal-speed (moving picture)"
+    )
+    parser.add_argument("--bitrate", type=int, default=800, help="x264enc kbit/s")
+    parser.add_argument(
         "--audio-only", action="store_true", help="serve Opus audio and no video at all"
     )
     args = parser.parse_args(argv)
@@ -48,10 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     server.set_service(str(args.port))
     factory = GstRtspServer.RTSPMediaFactory()
     launch = (
-        f"( videotestsrc is-live=true pattern={args.pattern} "
+        f"( videotestsrc is-live=true pattern={args.pattern} horizontal-speed={args.speed} "
         f"! video/x-raw,width={args.width},height={args.height},framerate={args.fps}/1 "
         f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={args.fps} "
-        "bitrate=800 ! video/x-h264,profile=constrained-baseline "
+        f"bitrate={args.bitrate} ! video/x-h264,profile=constrained-baseline "
         "! rtph264pay name=pay0 pt=96 config-interval=1 )"
     )
     if args.audio_only:
