@@ -27,6 +27,10 @@ Rules it keeps:
   keeps this conference's programme publishers un-paused.
 - Keyframe requests from the upper level reach the programme's publisher through the slot;
   local PLIs for the upper programme travel up as PLIs.
+- ICE: the link uses the STUN/TURN servers the upper level hands out in ``welcome`` (as any
+  of its terminals does; aiortc takes one username/credential, the first given), else this
+  server's own; host candidates come from this server's ``[ice] host_addresses``, which must
+  include an address the upper level can reach.
 - Reconnects by itself: when the socket closes (the upper server restarts), the media fails or
   the first connection is refused, the link is torn down here (the site goes offline, which
   gives the floor back to the chair if it held it) and retried after an exponential backoff
@@ -263,7 +267,7 @@ class Uplink:
         peer = UplinkPeer(
             f"uplink:{config.site}#{self.attempts}",
             self.media.relay,
-            config=self.peer_config,
+            config=_peer_config(client.welcome.get("ice_servers"), self.peer_config),
             on_state=lambda _state: self._changed.set(),
         )
         self._peer = peer
@@ -382,6 +386,32 @@ class Uplink:
         if state is not self.state:
             self.state = state
             self.since = time.time()
+
+
+def _peer_config(servers: object, fallback: PeerConfig) -> PeerConfig:
+    """ICE servers for the link: the upper level's own (``welcome``'s ``ice_servers``, W3C
+    ``RTCIceServer`` dicts: its TURN is what reaches it through a NAT), else this server's."""
+    if not isinstance(servers, list) or not servers:
+        return fallback
+    urls: list[str] = []
+    username = credential = None
+    for server in servers:
+        if not isinstance(server, dict):
+            continue
+        found = server.get("urls")
+        found = [found] if isinstance(found, str) else found
+        if not isinstance(found, list):
+            continue
+        urls += [u for u in found if isinstance(u, str)]
+        if username is None and isinstance(server.get("username"), str):
+            username, credential = server["username"], server.get("credential")
+    if not urls:
+        return fallback
+    return PeerConfig(
+        ice_servers=tuple(urls),
+        ice_username=username,
+        ice_credential=credential if isinstance(credential, str) else None,
+    )
 
 
 def _pause_words(paused: dict[str, bool]) -> str:
