@@ -6,7 +6,9 @@ RTP-level forwarding needs four things aiortc does not expose (FIELD-NOTES.md):
   RTX unwrap, without the depacketiser, jitter buffer and decoder thread; sender reports of
   the remote source; upstream PLI, NACK and REMB (RFC 4585 6.2.1 / 6.3.1, REMB draft);
 - **raw send** (:class:`SenderPort`): raw RTP bytes written through an ``RTCRtpSender``'s
-  DTLS transport with the sender's SSRC, a larger retransmission history answering NACKs
+  DTLS transport with the sender's SSRC — SRTP-protected and handed to the nominated ICE
+  pair's socket in one synchronous call (:func:`direct_rtp_sender`) instead of aiortc's chain
+  of four coroutines, the relay's hottest path — a larger retransmission history answering NACKs
   (RFC 4585 6.2.1, RTX per RFC 4588 when negotiated), PLI/FIR and REMB fed back to the relay,
   and sender reports whose NTP/RTP pair is translated from the source's (RFC 3550 6.4.1);
 - **an idle track** (:class:`SlotTrack`) that keeps the sender's own encoder loop parked;
@@ -26,11 +28,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aioice
 import aiortc
-from aiortc import RTCRtpReceiver, RTCRtpSender
+from aioice.ice import Connection as IceConnection
+from aioice.ice import StunProtocol
+from aiortc import RTCIceTransport, RTCRtpReceiver, RTCRtpSender
 from aiortc.codecs import is_rtx
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpreceiver import NackGenerator, StreamStatistics
 from aiortc.rtp import (
     RTCP_PSFB_APP,
@@ -60,12 +66,14 @@ __all__ = [
     "SenderPort",
     "SlotTrack",
     "check_aiortc_internals",
+    "direct_rtp_sender",
     "set_stream_id",
 ]
 
 logger = logging.getLogger(__name__)
 
 PINNED_AIORTC_VERSION = "1.16.0"
+PINNED_AIOICE_VERSION = "0.13.0"  # the direct send path reads aioice's nominated pairs
 
 #: (class, method) → parameter names (self first) that the adapter calls or replaces.
 PRIVATE_METHODS: dict[tuple[type, str], tuple[str, ...]] = {
@@ -79,6 +87,8 @@ PRIVATE_METHODS: dict[tuple[type, str], tuple[str, ...]] = {
     (RTCRtpSender, "_send_keyframe"): ("self",),
     (RTCRtpSender, "_run_rtcp"): ("self",),
     (RTCDtlsTransport, "_send_rtp"): ("self", "data"),
+    (IceConnection, "sendto"): ("self", "data", "component"),
+    (StunProtocol, "send_data"): ("self", "data", "addr"),
     (NackGenerator, "add"): ("self", "packet"),
     (StreamStatistics, "add"): ("self", "packet"),
 }
@@ -99,6 +109,9 @@ PRIVATE_ATTRIBUTES: dict[type, tuple[str, ...]] = {
         "__lsr",
         "_stream_id",
     ),
+    RTCDtlsTransport: ("_state", "_tx_srtp", "__tx_bytes", "__tx_packets"),
+    RTCIceTransport: ("_connection",),
+    IceConnection: ("_nominated",),
 }
 
 
@@ -110,6 +123,13 @@ BEHAVIOURS: dict[tuple[type, str], str] = {
     (RTCRtpSender, "_next_encoded_frame"): "data = await self.__track.recv()",
     # RTP reaches receivers through the replaceable per-instance handler
     (RTCDtlsTransport, "_handle_rtp_data"): "await receiver._handle_rtp_packet(packet",
+    # what direct_rtp_sender does in one call: protect, then the ICE transport's send ...
+    (RTCDtlsTransport, "_send_rtp"): "data = self._tx_srtp.protect(data)",
+    (RTCIceTransport, "__init__"): "self._send = self._connection.send",
+    # ... which is the nominated pair of component 1, and its protocol's socket
+    (IceConnection, "send"): "await self.sendto(data, 1)",
+    (IceConnection, "sendto"): "active_pair = self._nominated.get(component)",
+    (StunProtocol, "send_data"): "self.transport.sendto(data, addr)",
 }
 
 
@@ -127,6 +147,11 @@ def check_aiortc_internals() -> None:
         problems.append(
             f"aiortc {aiortc.__version__} is installed, the relay is pinned to "
             f"{PINNED_AIORTC_VERSION}"
+        )
+    if aioice.__version__ != PINNED_AIOICE_VERSION:
+        problems.append(
+            f"aioice {aioice.__version__} is installed, the relay is pinned to "
+            f"{PINNED_AIOICE_VERSION}"
         )
     for (cls, name), expected in PRIVATE_METHODS.items():
         method = getattr(cls, name, None)
@@ -150,6 +175,38 @@ def check_aiortc_internals() -> None:
         raise AiortcInternalsError(
             "bridge.aiortc_adapter does not match the installed aiortc: " + "; ".join(problems)
         )
+
+
+def direct_rtp_sender(dtls: RTCDtlsTransport) -> Callable[[bytes], None]:
+    """A synchronous ``dtls._send_rtp`` for RTP: SRTP-protect *data* and write it to the
+    nominated ICE pair's socket at once.
+
+    aiortc's own path awaits four coroutines per packet (``RTCDtlsTransport._send_rtp`` →
+    ``Connection.send`` → ``Connection.sendto`` → ``StunProtocol.send_data``) that end in the
+    same ``transport.sendto``; for the relay, which sends every packet once per subscriber,
+    that chain was a large share of the per-subscriber CPU (``benchmarks/relay_bench.py``).
+    Raises ConnectionError like aiortc when the transport is not connected or has no pair.
+    The transport's byte and packet counters (its ``getStats``) are kept.
+    """
+    nominated: dict[int, Any] = dtls.transport._connection._nominated
+    connected = DtlsState.CONNECTED
+
+    def send(data: bytes) -> None:
+        if dtls._state is not connected:
+            raise ConnectionError("Cannot send encrypted RTP, not connected")
+        pair = nominated.get(1)
+        if pair is None or pair.protocol.transport is None:
+            raise ConnectionError("Cannot send data, not connected")
+        data = dtls._tx_srtp.protect(data)
+        pair.protocol.transport.sendto(data, pair.remote_addr)
+        dtls._RTCDtlsTransport__tx_bytes += len(data)  # type: ignore[attr-defined]
+        dtls._RTCDtlsTransport__tx_packets += 1  # type: ignore[attr-defined]
+
+    return send
+
+
+def _not_connected(data: bytes) -> None:
+    raise ConnectionError("Cannot send encrypted RTP, not connected")
 
 
 def _require(obj: object, cls: type, attrs: tuple[str, ...]) -> None:
@@ -362,7 +419,7 @@ class SenderPort:
         self.retransmitted = 0
         self.closed = False
         self._ready = False
-        self._send_rtp: Callable[[bytes], Awaitable[None]] = sender.transport._send_rtp
+        self._send_rtp: Callable[[bytes], None] = _not_connected
         setattr(sender, "_handle_rtcp_packet", self._handle_rtcp_packet)  # noqa: B010
         setattr(sender, "_send_rtcp", self._send_rtcp)  # noqa: B010
         setattr(sender, "_send_keyframe", lambda: None)  # noqa: B010
@@ -376,14 +433,14 @@ class SenderPort:
         """True once the subscriber's DTLS transport is connected (SRTP keys exist).
 
         Checked per packet, so it is cached once true; a transport that later closes makes
-        ``_send_rtp`` raise ConnectionError, which :meth:`send` absorbs.
+        the direct sender raise ConnectionError, which :meth:`send` absorbs.
         """
         if self._ready:
             return not self.closed
         transport = self._sender.transport
         self._ready = not self.closed and transport.state == "connected"
         if self._ready:  # BUNDLE settled the transport before it connected
-            self._send_rtp = transport._send_rtp
+            self._send_rtp = direct_rtp_sender(transport)
         return self._ready
 
     async def send(self, sequence_number: int, data: bytes, payload_size: int) -> None:
@@ -396,7 +453,7 @@ class SenderPort:
         self.packets_sent += 1
         self.octets_sent += payload_size
         try:  # noqa: SIM105 (hot path: no context manager per packet)
-            await self._send_rtp(data)
+            self._send_rtp(data)
         except ConnectionError:
             pass
 
@@ -411,7 +468,7 @@ class SenderPort:
             self._rtx_sequence = (self._rtx_sequence + 1) & 0xFFFF
         self.retransmitted += 1
         try:  # noqa: SIM105 (hot path: no context manager per packet)
-            await self._sender.transport._send_rtp(data)
+            self._send_rtp(data)
         except ConnectionError:
             pass
 

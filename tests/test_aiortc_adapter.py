@@ -66,6 +66,25 @@ def test_internals_check_fails_loudly_on_a_missing_method(
         check_aiortc_internals()
 
 
+def test_internals_check_covers_aioice_of_the_direct_send_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import aioice
+    from aioice.ice import StunProtocol
+
+    monkeypatch.setattr(aioice, "__version__", "0.14.0")
+    with pytest.raises(AiortcInternalsError, match=r"aioice 0\.14\.0 is installed"):
+        check_aiortc_internals()
+    monkeypatch.undo()
+
+    async def send_data(self: StunProtocol, data: bytes, addr: tuple[str, int]) -> None:
+        self.transport.sendmsg(data, addr)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(StunProtocol, "send_data", send_data)
+    with pytest.raises(AiortcInternalsError, match="send_data no longer does"):
+        check_aiortc_internals()
+
+
 def test_history_covers_a_second_at_2_mbit() -> None:
     config = RelayConfig()
     assert config.video_history_packets * 1200 * 8 >= 2_000_000  # aiortc keeps 128
