@@ -35,7 +35,9 @@ Rules it keeps:
   the first connection is refused, the link is torn down here (the site goes offline, which
   gives the floor back to the chair if it held it) and retried after an exponential backoff
   with jitter (:func:`backoff_delay`); a link that stayed up ``stable_after_s`` starts the
-  backoff afresh. The local conference never depends on the upper level.
+  backoff afresh. A link replaced by another login with the same token (close code 4409: two
+  servers configured alike) is retried only every ``retry_max_s``, so they do not take turns
+  every few seconds. The local conference never depends on the upper level.
 
 ``Uplink.status()`` is what ``GET /api/uplink`` shows.
 """
@@ -155,6 +157,7 @@ class Uplink:
         self._peer: UplinkPeer | None = None
         self._session: SessionId | None = None
         self._wanted = False
+        self._replaced = False
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -212,6 +215,7 @@ class Uplink:
             self._set_state(UplinkState.CONNECTING)
             started = time.monotonic()
             went_up = False
+            self._replaced = False
             reason = "closed"
             try:
                 went_up = await self._session_once()
@@ -227,12 +231,14 @@ class Uplink:
             if self._closing:
                 break
             lasted = time.monotonic() - started
-            if went_up and lasted >= self.config.stable_after_s:
+            if went_up and lasted >= self.config.stable_after_s and not self._replaced:
                 self.failures = 0
             self.failures += 1
             delay = backoff_delay(
                 self.failures, self.config.retry_min_s, self.config.retry_max_s, self._rand
             )
+            if self._replaced:  # another server logs in with our token: do not fight it
+                delay = self.config.retry_max_s
             if went_up:
                 logger.warning("uplink to %s dropped (%s)", self.config.url, reason)
             else:
@@ -288,6 +294,7 @@ class Uplink:
                 code = client.close_code
                 self.last_error = f"the upper level closed the socket ({code})"
                 if code == _CLOSE_REPLACED:
+                    self._replaced = True
                     self.last_error = "replaced by another login with this token (4409)"
                 break
             if peer.state in ("failed", "closed"):

@@ -238,6 +238,21 @@ async def test_uplink_over_wss_checks_the_upper_certificate(tmp_path: Path) -> N
         assert SiteId("gz.tianhe") not in up.conference.online()
 
 
+async def test_two_servers_with_one_token_do_not_fight(tmp_path: Path) -> None:
+    upper, lower = pair(tmp_path)
+    twin = LevelConfig("twin", tmp_path / "twin", 0, 0, LOWER_SITES)
+    async with running(upper) as up:
+        lower.uplink = {**(lower.uplink or {}), "url": up.signalling_url, "retry_max_s": 30.0}
+        twin.uplink = dict(lower.uplink)
+        async with running(lower) as first:
+            await uplink_status(first, "up")
+            async with running(twin) as second:
+                await uplink_status(second, "up")
+                status = await uplink_status(first, "waiting", last_error="replaced")
+                assert status["retry_in_s"] > 10  # the slow lane: retry_max_s, not 0.5 s
+                assert (await uplink_status(second, "up"))["connects"] == 1
+
+
 class SizedViewer:
     """A chair at the upper level that records the size of each decoded ``main`` frame."""
 
