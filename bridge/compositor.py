@@ -284,6 +284,11 @@ class Compositor:
                 list(s.tile_draws),
             )
 
+    @property
+    def tiles(self) -> tuple[TileSpec, ...]:
+        """The current layout's tiles (empty ones included)."""
+        return self._layout.tiles
+
     def tile_rects(self) -> tuple[Rect, ...]:
         """The tiles' rects as last composed (below the band, if shown and not overlaid)."""
         return tuple(t.rect for t in self._tiles)

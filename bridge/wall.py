@@ -9,7 +9,9 @@ recorder and the uplink **like any other publisher**: a :class:`WallOutput` owns
 and answer NACKs exactly as for a camera.
 
 - Fixed rate: a tick every ``1 / fps`` seconds composes the sources' latest pictures and
-  encodes the canvas in the output's own worker thread (off the event loop). A tick that
+  encodes the canvas in the output's own worker thread (off the event loop). A layout
+  showing ``large_layout_tiles`` sources or more is composed at ``large_layout_fps``
+  instead (see :class:`WallConfig` for the measurements behind it). A tick that
   finds the previous frame still being made is skipped, never queued, so a slow machine
   lowers the frame rate instead of adding delay; a slow or broken source never delays a tick
   (the compositor never waits for a source).
@@ -18,8 +20,14 @@ and answer NACKs exactly as for a camera.
   one forced keyframe at most every ``min_keyframe_interval_s``, never dropped.
 - Idle when unwatched: while no slot carries or waits for the output, nothing is composed
   or encoded; the first frame after that is a keyframe.
-- RTP (RFC 3550, RFC 7741): one SSRC, 90 kHz timestamps from the capture (compose) time,
-  a 15-bit PictureID per frame, marker on a frame's last packet; an RTCP sender report pair
+- Bitrate: the displays' lowest receive estimate (REMB, aggregated by the publication)
+  sets the encoder's rate within :attr:`EncoderConfig.lowest_bitrate` .. ``bitrate``. A new
+  rate reopens the encoder (a keyframe: libvpx through FFmpeg cannot retarget an open
+  encoder), so it is applied only when it differs by ``bitrate_step`` or more, and at most
+  every ``bitrate_interval_s``.
+- RTP (RFC 3550, RFC 7741) by :class:`~bridge.vp8_publisher.Vp8RtpStream`, shared with the
+  gateways' transcoder: one SSRC, 90 kHz timestamps from the capture (compose) time, a
+  15-bit PictureID per frame, marker on a frame's last packet; an RTCP sender report pair
   (NTP, RTP) per second for the slots to translate (RFC 3550 6.4.1).
 """
 
@@ -28,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,24 +43,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .compositor import Compositor, CompositorConfig, SourceFrame, TileSpec
-from .encoder import VIDEO_CLOCK_RATE, EncoderConfig, Vp8Encoder, packetize_vp8
+from .encoder import EncoderConfig, Vp8Encoder
 from .publication import Publication, RelayConfig
-from .rtp import RtpPacket, SenderReport
+from .vp8_publisher import Vp8RtpStream, ntp_timestamp
 
 __all__ = ["WallConfig", "WallOutput", "WallStats", "ntp_timestamp"]
 
 logger = logging.getLogger(__name__)
-
-_NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900-01-01 to 1970-01-01
-#: Payload type written into the output's own packets; each slot rewrites it to its peer's.
-_PAYLOAD_TYPE = 96
-
-
-def ntp_timestamp(wall_time: float) -> int:
-    """The 64-bit NTP timestamp of a Unix time (RFC 3550 4)."""
-    seconds = wall_time + _NTP_EPOCH_OFFSET
-    whole = int(seconds)
-    return (whole << 32) | int((seconds - whole) * (1 << 32))
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,14 +64,28 @@ class WallConfig:
     fps: int = 30
     compositor: CompositorConfig = field(default_factory=CompositorConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    large_layout_tiles: int = 16
+    large_layout_fps: int | None = 15  # None: every layout at fps
     min_keyframe_interval_s: float = 0.25
     sender_report_interval_s: float = 1.0
+    bitrate_step: float = 0.15  # REMB: apply a new rate when it differs by this fraction...
+    bitrate_interval_s: float = 2.0  # ... and the last change is this old
     idle_when_unwatched: bool = True
     clock_format: str = "%Y-%m-%d %H:%M:%S"
+
+    def fps_for(self, sources: int) -> int:
+        """The compose rate of a layout showing ``sources`` tiles with a source."""
+        if self.large_layout_fps is not None and sources >= self.large_layout_tiles:
+            return min(self.fps, self.large_layout_fps)
+        return self.fps
 
     def __post_init__(self) -> None:
         if not 1 <= self.fps <= 60:
             raise ValueError(f"fps must lie in 1..60, got {self.fps}")
+        if self.large_layout_fps is not None and not 1 <= self.large_layout_fps <= 60:
+            raise ValueError(f"large_layout_fps must lie in 1..60, got {self.large_layout_fps}")
+        if not 0 <= self.bitrate_step < 1 or self.bitrate_interval_s < 0:
+            raise ValueError("bitrate_step must lie in [0, 1), bitrate_interval_s >= 0")
         if not self.output_id:
             raise ValueError("output_id must not be empty")
         if self.min_keyframe_interval_s < 0:
@@ -92,6 +102,7 @@ class WallStats:
     idle_ticks: int = 0  # ticks with nobody watching
     keyframes: int = 0
     keyframe_requests: int = 0
+    bitrate_changes: int = 0
     packets: int = 0
     octets: int = 0
     errors: int = 0
@@ -123,19 +134,21 @@ class WallOutput:
         self.publication.bind(self)
         self.stats = WallStats()
         self.remb: int | None = None
+        self.bitrate = self.config.encoder.bitrate  # the encoder's target now
+        self._bitrate_wanted = self.bitrate
+        self._bitrate_changed_at: float | None = None
         self._clock = clock
         self._wall_clock = wall_clock
         self._encoder = Vp8Encoder(self.config.encoder, self.config.fps)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"wall-{self.id}")
         self._stats_lock = threading.Lock()
-        self._ssrc = random.getrandbits(32)
-        self._sequence = random.getrandbits(16)
-        self._timestamp_base = random.getrandbits(32)
-        self._picture_id = random.getrandbits(15)
-        self._epoch: float | None = None
+        self._stream = Vp8RtpStream(
+            self.publication,
+            max_payload=self.config.encoder.max_payload,
+            sender_report_interval_s=self.config.sender_report_interval_s,
+        )
         self._keyframe_wanted = True
         self._last_keyframe_at: float | None = None
-        self._last_report_at: float | None = None
         self._idle = True
         self._error_logged = False
         self._task: asyncio.Task[None] | None = None
@@ -183,11 +196,28 @@ class WallOutput:
             self.stats.keyframe_requests += 1
 
     def send_remb(self, bitrate: int) -> None:
-        """The displays' lowest receive estimate (REMB); kept for metrics.
-
-        The encoder keeps its configured rate: wall displays sit on the control room's LAN.
-        """
+        """The displays' lowest receive estimate (REMB): the encoder's rate follows it within
+        :attr:`EncoderConfig.lowest_bitrate` .. ``bitrate`` (see the module docstring)."""
         self.remb = bitrate
+        cfg = self.config.encoder
+        self._bitrate_wanted = max(cfg.lowest_bitrate, min(cfg.bitrate, int(bitrate)))
+
+    def _next_bitrate(self, now: float) -> int:
+        """The rate for the next frame: the wanted one once the change is worth a keyframe."""
+        wanted, current = self._bitrate_wanted, self.bitrate
+        if wanted == current:
+            return current
+        changed_at = self._bitrate_changed_at
+        if changed_at is not None and now - changed_at < self.config.bitrate_interval_s:
+            return current
+        to_limit = wanted == self.config.encoder.bitrate  # back to full rate: always worth it
+        if not to_limit and abs(wanted - current) < self.config.bitrate_step * current:
+            return current
+        self._bitrate_changed_at = now
+        self.stats.bitrate_changes += 1
+        logger.info("wall output %s: %d -> %d bit/s (REMB)", self.id, current, wanted)
+        self.bitrate = wanted
+        return wanted
 
     # -- running --------------------------------------------------------------------------
 
@@ -212,9 +242,10 @@ class WallOutput:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        period = 1.0 / self.config.fps
         next_at = self._clock()
         while True:
+            sources = sum(1 for tile in self.compositor.tiles if tile.source_id is not None)
+            period = 1.0 / self.config.fps_for(sources)
             now = self._clock()
             if next_at > now:
                 await asyncio.sleep(next_at - now)
@@ -240,9 +271,10 @@ class WallOutput:
             if keyframe:
                 self._keyframe_wanted = False
             wall_now = self._wall_clock()
+            bitrate = self._next_bitrate(now)
             try:
                 encoded = await loop.run_in_executor(
-                    self._executor, self._produce, now, wall_now, keyframe
+                    self._executor, self._produce, now, wall_now, keyframe, bitrate
                 )
             except Exception:
                 self.stats.errors += 1
@@ -258,46 +290,26 @@ class WallOutput:
                     self.stats.keyframes += 1
                 await self._send(data, now, wall_now)
 
-    def _produce(self, now: float, wall_now: float, keyframe: bool) -> list[tuple[bytes, bool]]:
+    def _produce(
+        self, now: float, wall_now: float, keyframe: bool, bitrate: int
+    ) -> list[tuple[bytes, bool]]:
         """Compose and encode one frame (in the output's worker thread)."""
         started = time.thread_time()
         clock_text = time.strftime(self.config.clock_format, time.localtime(wall_now))
         frame = self.compositor.compose(now, clock_text)
         composed = time.thread_time()
-        encoded = self._encoder.encode(frame, keyframe=keyframe)
+        self._encoder.set_bitrate(bitrate)
+        encoded = self._encoder.encode(frame, keyframe=keyframe, at=now)
         with self._stats_lock:
             self.stats.compose_s += composed - started
             self.stats.encode_s += time.thread_time() - composed
         return encoded
 
     async def _send(self, data: bytes, capture: float, wall_capture: float) -> None:
-        if self._epoch is None:
-            self._epoch = capture
-        timestamp = (
-            self._timestamp_base + round((capture - self._epoch) * VIDEO_CLOCK_RATE)
-        ) & 0xFFFFFFFF
-        if (
-            self._last_report_at is None
-            or capture - self._last_report_at >= self.config.sender_report_interval_s
-        ):
-            self._last_report_at = capture
-            self.publication.on_sender_report(SenderReport(ntp_timestamp(wall_capture), timestamp))
-        payloads = packetize_vp8(data, self._picture_id, self.config.encoder.max_payload)
-        self._picture_id = (self._picture_id + 1) & 0x7FFF
-        last = len(payloads) - 1
-        arrival = time.time()
-        for index, payload in enumerate(payloads):
-            packet = RtpPacket(
-                payload_type=_PAYLOAD_TYPE,
-                sequence_number=self._sequence,
-                timestamp=timestamp,
-                ssrc=self._ssrc,
-                payload=payload,
-                marker=index == last,
-            )
-            self._sequence = (self._sequence + 1) & 0xFFFF
-            self.stats.packets += 1
-            self.stats.octets += len(payload)
-            await self.publication.on_rtp(packet, arrival)
+        stream = self._stream
+        packets, octets = stream.packets, stream.octets
+        await stream.send_frame(data, capture, wall_capture)
+        self.stats.packets += stream.packets - packets
+        self.stats.octets += stream.octets - octets
         self.stats.frames += 1
         self.stats.last_frame_at = capture

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import cv2
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -23,6 +24,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
 
 from bridge.compositor import CompositorConfig, TileSpec
+from bridge.encoder import EncoderConfig, Vp8Encoder
 from bridge.layout import Rect
 from bridge.peer import Answer
 from bridge.scaler import FitMode, plan_tile
@@ -408,3 +410,82 @@ async def test_keyframe_requests_are_coalesced_and_a_broken_source_does_not_stop
     finally:
         await output.close()
     assert output.publication.closed
+
+
+def test_large_layouts_compose_at_their_own_rate() -> None:
+    config = WallConfig(fps=30, large_layout_tiles=16, large_layout_fps=15)
+    assert config.fps_for(0) == 30
+    assert config.fps_for(15) == 30
+    assert config.fps_for(16) == 15
+    assert config.fps_for(36) == 15
+    assert WallConfig(fps=10, large_layout_fps=15).fps_for(25) == 10  # never above fps
+    assert WallConfig(large_layout_fps=None).fps_for(36) == 30
+    with pytest.raises(ValueError):
+        WallConfig(large_layout_fps=0)
+
+
+async def test_a_large_layout_is_composed_at_the_lower_rate() -> None:
+    config = WallConfig(
+        fps=30,
+        large_layout_tiles=3,
+        large_layout_fps=10,
+        compositor=CompositorConfig(width=320, height=180),
+        idle_when_unwatched=False,
+    )
+    output = WallOutput(config)
+    output.set_layout("4", None, [TileSpec(s) for s in "abc"])
+    output.start()
+    try:
+        await asyncio.sleep(1.0)
+    finally:
+        await output.close()
+    assert 5 <= output.stats.ticks <= 14  # ~10 ticks a second, not ~30
+
+
+def test_the_encoder_follows_set_bitrate_with_a_keyframe() -> None:
+    rng = np.random.default_rng(3)
+    encoder = Vp8Encoder(EncoderConfig(bitrate=4_000_000, min_bitrate=300_000), fps=30)
+
+    def frame(i: int) -> VideoFrame:
+        # new blurred noise every frame: no motion to find, the rate limits the size
+        noise = rng.integers(0, 256, (270, 320)).astype(np.uint8)
+        picture = cv2.GaussianBlur(noise, (0, 0), 2.0)
+        picture[180:] = 128
+        return VideoFrame.from_ndarray(picture, format="yuv420p")
+
+    sizes = [sum(len(d) for d, _ in encoder.encode(frame(i), at=i / 30)) for i in range(30)]
+    assert encoder.set_bitrate(100_000) == 300_000  # clamped to min_bitrate
+    assert encoder.set_bitrate(10_000_000) == 4_000_000  # and to bitrate
+    assert encoder.set_bitrate(400_000) == 400_000
+    out = [encoder.encode(frame(i), at=i / 30) for i in range(30, 60)]
+    assert out[0][0][1]  # the first frame at the new rate is a keyframe
+    assert encoder.reopened == 1
+    low = [sum(len(d) for d, _ in o) for o in out]
+    assert sum(low[10:]) < 0.5 * sum(sizes[10:])
+
+
+async def test_remb_sets_the_wall_bitrate_within_limits_and_not_too_often() -> None:
+    config = WallConfig(
+        compositor=CompositorConfig(width=320, height=180),
+        encoder=EncoderConfig(bitrate=2_000_000, min_bitrate=500_000),
+        bitrate_interval_s=0.3,
+        idle_when_unwatched=False,
+    )
+    output = WallOutput(config)
+    output.set_layout("1", None, [TileSpec("a")])
+    output.start()
+    try:
+        await wait_for(lambda: output.stats.frames >= 3, 10, "first frames")
+        keyframes = output.stats.keyframes
+        output.send_remb(100_000)  # a display on a poor link
+        await wait_for(lambda: output.bitrate == 500_000, 5, "the rate to drop to the floor")
+        await wait_for(lambda: output.stats.keyframes > keyframes, 5, "the reopened encoder")
+        output.send_remb(520_000)  # a small change is not worth a keyframe
+        await asyncio.sleep(0.6)
+        assert output.bitrate == 500_000
+        output.send_remb(50_000_000)  # the link recovered: back to the configured rate
+        await wait_for(lambda: output.bitrate == 2_000_000, 5, "the rate to recover")
+        assert output.stats.bitrate_changes == 2
+        assert output.remb == 50_000_000
+    finally:
+        await output.close()
