@@ -170,45 +170,60 @@ async def wait_api(
 
 
 class Viewer:
-    """An aiortc client that receives one ``main`` video slot and keeps the latest frame."""
+    """An aiortc client that receives video slots (``main``, and ``extraN`` for a chair) and
+    keeps the latest frame of each."""
 
     def __init__(self, signalling: Client) -> None:
         self.signalling = signalling
         self.pc = RTCPeerConnection(
             RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
         )
-        self.latest: VideoFrame | None = None
+        self.latest_by_mid: dict[str, VideoFrame] = {}
+        self.slots: dict[str, str] = {}  # mid → slot name
         self.frames = 0
         self._tasks: list[asyncio.Task[None]] = []
-        self.pc.on("track", lambda t: self._tasks.append(asyncio.ensure_future(self._read(t))))
+        self.pc.on("track", self._on_track)
 
     @classmethod
-    async def join(cls, app: Huishang, site: str) -> Viewer:
+    async def join(cls, app: Huishang, site: str, extras: int = 0) -> Viewer:
         token = app.token_for(SiteId(site))
         assert token is not None
         viewer = cls(await Client.connect(app.signalling_url, token))
         viewer.pc.addTransceiver("audio", direction="recvonly")
-        viewer.pc.addTransceiver("video", direction="recvonly")
+        for _ in range(1 + extras):
+            viewer.pc.addTransceiver("video", direction="recvonly")
         await viewer.pc.setLocalDescription(await viewer.pc.createOffer())
         reply = await viewer.signalling.request(
             {"type": "offer", "sdp": viewer.pc.localDescription.sdp}
         )
-        assert "main" in set(reply["slots"].values())
+        viewer.slots = dict(reply["slots"])
+        assert "main" in set(viewer.slots.values())
         await viewer.pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
         await wait_for(lambda: viewer.pc.connectionState == "connected", 20, f"{site} connected")
         return viewer
 
-    async def _read(self, track: MediaStreamTrack) -> None:
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        transceiver = next(t for t in self.pc.getTransceivers() if t.receiver.track is track)
+        self._tasks.append(asyncio.ensure_future(self._read(transceiver.mid or "?", track)))
+
+    async def _read(self, mid: str, track: MediaStreamTrack) -> None:
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await track.recv()
                 if isinstance(frame, VideoFrame):
-                    self.latest = frame
-                    self.frames += 1
+                    self.latest_by_mid[mid] = frame
+                    if self.slots.get(mid) == "main":
+                        self.frames += 1
 
-    def colour(self, rect: Rect | None = None) -> str:
+    def latest(self, slot: str = "main") -> VideoFrame | None:
+        for mid, name in self.slots.items():  # audio's slot is "main" too: it has no frames
+            if name == slot and mid in self.latest_by_mid:
+                return self.latest_by_mid[mid]
+        return None
+
+    def colour(self, rect: Rect | None = None, slot: str = "main") -> str:
         """ "red", "blue" or "other" for the middle of *rect* (default: the whole frame)."""
-        frame = self.latest
+        frame = self.latest(slot)
         if frame is None:
             return "none"
         if rect is None:
@@ -254,8 +269,10 @@ async def show_on_wall(operator: Client, source: str | None) -> None:
     )
 
 
-async def wait_colour(viewer: Viewer, want: str, rect: Rect | None, what: str) -> None:
-    await wait_for(lambda: viewer.colour(rect) == want, 40, what)
+async def wait_colour(
+    viewer: Viewer, want: str, rect: Rect | None, what: str, slot: str = "main"
+) -> None:
+    await wait_for(lambda: viewer.colour(rect, slot) == want, 40, what)
 
 
 # -- through the real server -----------------------------------------------------------------
@@ -326,7 +343,7 @@ async def test_a_camera_on_the_wall_survives_its_server_restarting(
         await app.close()
 
 
-async def test_a_camera_given_the_floor_reaches_a_terminal(
+async def test_a_camera_previewed_by_the_chair_and_given_the_floor_reaches_the_terminals(
     demo_config: HuishangConfig, rtsp: RtspServer
 ) -> None:
     url = await rtsp.start("red")
@@ -335,12 +352,20 @@ async def test_a_camera_given_the_floor_reaches_a_terminal(
     chair = terminal = None
     try:
         terminal = await Viewer.join(app, ZHUJI)
-        chair = await Client.connect(app.signalling_url, app.token_for(SiteId(CHAIR)) or "")
-        await chair.request({"type": "floor", "site": CAM})
+        chair = await Viewer.join(app, CHAIR, extras=1)
+        # The chair previews the camera in its extra slot: pulled, encoded once.
+        await chair.signalling.request({"type": "preview", "slot": "extra1", "source": CAM})
+        await wait_colour(chair, "red", None, "the camera in the chair's preview", "extra1")
+        assert camera.publisher.stats.encoded > 0 and rtsp.clients == 1
+        assert terminal.colour() != "red"  # the terminals still see the chair (no video)
+        # The chair gives the camera the floor: every terminal's main slot carries it, from
+        # the same encode (one RTSP client, one publication).
+        await chair.signalling.request({"type": "floor", "site": CAM})
         await wait_colour(terminal, "red", None, "the camera in the terminal's main slot")
-        assert camera.publisher.stats.encoded > 0  # encoded once for the subscribers
-        assert rtsp.clients == 1
-        await chair.request({"type": "floor", "site": None})
+        await wait_colour(chair, "red", None, "the camera in the chair's main slot")
+        assert rtsp.clients == 1 and rtsp.client_counts == [1]
+        await chair.signalling.request({"type": "floor", "site": None})
+        await chair.signalling.request({"type": "preview", "slot": "extra1", "source": None})
         await wait_for(lambda: camera.state is CameraState.IDLE, 20, "camera idle")
         await wait_for(lambda: rtsp.clients == 0, 20, "the RTSP client gone")
     finally:
