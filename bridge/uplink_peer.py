@@ -147,6 +147,11 @@ class UplinkPeer:
             self._publications[kind].request_keyframe()
         return transceiver.receiver.track
 
+    def decoding(self, kind: str) -> bool:
+        """Whether the received ``kind`` is decoded too (:meth:`set_decode`)."""
+        tap = self._taps.get(kind)
+        return tap is not None and tap.decode
+
     def stats(self) -> dict[str, dict[str, int]]:
         """Packets sent up per kind, and received down per kind (for the status API)."""
         return {

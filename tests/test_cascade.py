@@ -253,6 +253,37 @@ async def test_two_servers_with_one_token_do_not_fight(tmp_path: Path) -> None:
                 assert (await uplink_status(second, "up"))["connects"] == 1
 
 
+async def test_the_upper_programme_on_the_district_wall(tmp_path: Path) -> None:
+    upper, lower = pair(tmp_path)
+    async with running(upper) as up:
+        lower.uplink = {**(lower.uplink or {}), "url": up.signalling_url}
+        async with running(lower) as app:
+            await uplink_status(app, "up")
+            city = await Terminal.join(upper, "gz", CITY_CHAIR, up.signalling_url)
+            chair = await Client.connect(app.signalling_url, lower.token_for("tianhe"))
+            assert app.media is not None
+            peer = app.media.local_decoders[SiteId("tianhe.up")]
+            assert isinstance(peer, UplinkPeer) and not peer.decoding("video")
+            try:
+                layout = {"output": "wall", "kind": "1", "tiles": [{"source": "tianhe.up"}]}
+                await chair.request({"type": "layout", "layout": layout})
+                walls = app.walls
+                assert walls is not None
+
+                def decoded() -> int:
+                    reader = walls.feeds.reader("tianhe.up")
+                    return reader.frames if reader is not None else 0
+
+                # decoded only now that the wall shows it, through the uplink's own receiver
+                await wait_for(lambda: decoded() > 10, 45, "the upper programme on the wall")
+                assert peer.decoding("video")
+                await chair.request({"type": "layout", "layout": {"kind": "1", "tiles": [{}]}})
+                await wait_for(lambda: not peer.decoding("video"), 20, "decoding to stop")
+            finally:
+                await chair.close()
+                await city.close()
+
+
 class SizedViewer:
     """A chair at the upper level that records the size of each decoded ``main`` frame."""
 
