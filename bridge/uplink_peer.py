@@ -16,7 +16,8 @@ through a codec here:
   :class:`~bridge.aiortc_adapter.ReceiverTap` into a :class:`~bridge.publication.Publication`
   of this relay (see :meth:`bridge.peer.Peer._publish`), so local slots carry the upper
   programme like any publisher's track; their PLIs travel up as PLIs. Decoding (for the wall or
-  the audio mix) happens only when :meth:`UplinkPeer.set_decode` asks for it.
+  the audio mix) happens only when :meth:`UplinkPeer.set_decode` asks for it: video by a
+  :class:`~bridge.decoder.VideoDecoder` on the relay's RTP, audio by aiortc's receiver.
 
 The peer knows SDP, tracks and packets; who is on the floor and what counts as the programme
 is decided elsewhere (:mod:`signalling.uplink`). ``close()`` is idempotent and cascades to
@@ -44,6 +45,7 @@ from aiortc import (
 )
 
 from .aiortc_adapter import ReceiverTap, SenderPort, SlotTrack
+from .decoder import VideoDecoder
 from .errors import OfferError
 from .peer import SUPPORTED_CODECS, PeerConfig
 from .publication import Publication
@@ -106,6 +108,7 @@ class UplinkPeer:
         self._ports: dict[str, SenderPort] = {}
         self._publications: dict[str, Publication] = {}  # kind → publication (what came down)
         self._taps: dict[str, ReceiverTap] = {}
+        self._decoder: VideoDecoder | None = None  # the received video, while decoded
         self._offered = False
         self._accepted = False
         self._closing: asyncio.Future[None] | None = None
@@ -137,18 +140,40 @@ class UplinkPeer:
 
     def set_decode(self, kind: str, decode: bool) -> MediaStreamTrack | None:
         """Also decode the received ``kind`` (the wall, the audio mix) or stop doing so
-        (:class:`bridge.track_reader.DecodedSource`). Returns the track yielding decoded frames."""
+        (:class:`bridge.track_reader.DecodedSource`). Returns the track yielding decoded frames.
+
+        As for a participant (:meth:`bridge.peer.Peer.set_decode`): video through a
+        :class:`~bridge.decoder.VideoDecoder` fed by the relay's RTP (from the next keyframe,
+        asked for at once; the track lives until the peer closes), audio through aiortc's own
+        receiver (the tap lets its decoder run).
+        """
+        publication = self._publications.get(kind)
         tap = self._taps.get(kind)
         transceiver = self._transceivers.get(kind)
-        if tap is None or transceiver is None:
+        if publication is None or tap is None or transceiver is None:
             return None
+        if kind == "video":
+            decoder = self._decoder
+            if decoder is None:
+                if not decode or self.closed:
+                    return None
+                decoder = self._decoder = VideoDecoder(
+                    f"{self.id}/{transceiver.mid}",
+                    config=self.config.decoder,
+                    relay_config=self.relay.config,
+                )
+            if decode and not self.closed:
+                decoder.start(publication)
+            else:
+                decoder.stop()
+            return decoder.track
         tap.set_decode(decode)
-        if decode:
-            self._publications[kind].request_keyframe()
         return transceiver.receiver.track
 
     def decoding(self, kind: str) -> bool:
         """Whether the received ``kind`` is decoded too (:meth:`set_decode`)."""
+        if kind == "video":
+            return self._decoder is not None and self._decoder.running
         tap = self._taps.get(kind)
         return tap is not None and tap.decode
 
@@ -284,6 +309,8 @@ class UplinkPeer:
                 self.relay.remove_slot(slot)
             for publication in self._publications.values():
                 self.relay.remove_publication(publication)
+            if self._decoder is not None:
+                self._decoder.close()
             for track in self._tracks.values():
                 track.stop()
             await self.pc.close()
