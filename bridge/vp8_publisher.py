@@ -21,6 +21,11 @@ to it, rewrite it and answer NACKs exactly as for a browser's camera::
   one forced keyframe at most every ``min_keyframe_interval_s``, never dropped. A frame of a
   new size re-creates the encoder (:class:`~bridge.encoder.Vp8Encoder`), which starts with
   a keyframe.
+- Rate: the subscribers' lowest receive estimate (REMB, aggregated by the publication) sets
+  the encoder's rate within :attr:`~bridge.encoder.EncoderConfig.lowest_bitrate` ..
+  ``bitrate``. A new rate reopens the encoder (a keyframe), so it is applied only when it
+  differs by ``bitrate_step`` or more (back to the full rate: always), at most every
+  ``bitrate_interval_s`` — the wall output's rule.
 - Idle when unwatched: while no slot carries or waits for the publication, submitted frames
   are dropped before encoding (the source may still be decoded for the wall); the first
   frame after that is a keyframe.
@@ -153,6 +158,7 @@ class PublisherStats:
     sent: int = 0  # encoded frames handed to the publication
     keyframes: int = 0
     keyframe_requests: int = 0
+    bitrate_changes: int = 0  # REMB moved the encoder's rate
     encoders_opened: int = 0  # new encoder sizes (first frame, size changes)
     errors: int = 0
     encode_s: float = 0.0  # CPU seconds in the worker thread
@@ -177,16 +183,22 @@ class Vp8Publisher:
         min_keyframe_interval_s: float = 0.25,
         sender_report_interval_s: float = 1.0,
         idle_when_unwatched: bool = True,
+        bitrate_step: float = 0.15,
+        bitrate_interval_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if not 1 <= fps_hint <= 120:
             raise ValueError(f"fps_hint must lie in 1..120, got {fps_hint}")
+        if not 0 <= bitrate_step < 1 or bitrate_interval_s < 0:
+            raise ValueError("bitrate_step must lie in [0, 1), bitrate_interval_s >= 0")
         self.id = publication_id
         self.encoder_config = encoder or EncoderConfig()
         self.fps_hint = fps_hint
         self.min_keyframe_interval_s = min_keyframe_interval_s
         self.idle_when_unwatched = idle_when_unwatched
+        self.bitrate_step = bitrate_step
+        self.bitrate_interval_s = bitrate_interval_s
         self.publication = Publication(publication_id, "video", config=relay_config)
         self.publication.bind(self)
         self.stream = Vp8RtpStream(
@@ -196,6 +208,9 @@ class Vp8Publisher:
         )
         self.stats = PublisherStats()
         self.remb: int | None = None
+        self.bitrate = self.encoder_config.bitrate  # the encoder's target now
+        self._bitrate_wanted = self.bitrate
+        self._bitrate_changed_at: float | None = None
         self._clock = clock
         self._wall_clock = wall_clock
         self._encoder = Vp8Encoder(self.encoder_config, fps_hint)
@@ -233,8 +248,30 @@ class Vp8Publisher:
             self.stats.keyframe_requests += 1
 
     def send_remb(self, bitrate: int) -> None:
-        """The subscribers' lowest receive estimate (REMB); kept for metrics."""
-        self.remb = bitrate
+        """The subscribers' lowest receive estimate (REMB): the encoder's rate follows it
+        within :attr:`~bridge.encoder.EncoderConfig.lowest_bitrate` .. ``bitrate``."""
+        cfg = self.encoder_config
+        with self._lock:
+            self.remb = bitrate
+            self._bitrate_wanted = max(cfg.lowest_bitrate, min(cfg.bitrate, int(bitrate)))
+
+    def _next_bitrate(self, now: float) -> int:
+        """The rate for the next frame (under the lock): the wanted one once the change is
+        worth a keyframe."""
+        wanted, current = self._bitrate_wanted, self.bitrate
+        if wanted == current:
+            return current
+        changed_at = self._bitrate_changed_at
+        if changed_at is not None and now - changed_at < self.bitrate_interval_s:
+            return current
+        to_limit = wanted == self.encoder_config.bitrate  # back to full rate: always worth it
+        if not to_limit and abs(wanted - current) < self.bitrate_step * current:
+            return current
+        self._bitrate_changed_at = now
+        self.stats.bitrate_changes += 1
+        logger.info("%r: %d -> %d bit/s (REMB)", self, current, wanted)
+        self.bitrate = wanted
+        return wanted
 
     # -- running --------------------------------------------------------------------------
 
@@ -312,10 +349,11 @@ class Vp8Publisher:
                 )
                 if keyframe:
                     self._keyframe_wanted = False
+                bitrate = self._next_bitrate(now)
             frame, capture = job
             started = time.thread_time()
             try:
-                encoded = self._encode(frame, keyframe)
+                encoded = self._encode(frame, keyframe, bitrate, capture)
             except Exception:
                 with self._lock:
                     self.stats.errors += 1
@@ -338,7 +376,9 @@ class Vp8Publisher:
                 with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to do
                     self._loop.call_soon_threadsafe(self._deliver, encoded, capture, wall_capture)
 
-    def _encode(self, frame: av.VideoFrame, keyframe: bool) -> list[tuple[bytes, bool]]:
+    def _encode(
+        self, frame: av.VideoFrame, keyframe: bool, bitrate: int, capture: float
+    ) -> list[tuple[bytes, bool]]:
         if frame.format.name != "yuv420p":  # e.g. yuvj420p from MJPEG/H.264 full range
             frame = frame.reformat(format="yuv420p")
         size = (frame.width, frame.height)
@@ -346,7 +386,8 @@ class Vp8Publisher:
             self._size = size
             with self._lock:
                 self.stats.encoders_opened += 1
-        return self._encoder.encode(frame, keyframe=keyframe)
+        self._encoder.set_bitrate(bitrate)  # a new rate reopens the codec with a keyframe
+        return self._encoder.encode(frame, keyframe=keyframe, at=capture)
 
     # -- event loop -----------------------------------------------------------------------
 

@@ -209,6 +209,26 @@ async def test_nothing_is_encoded_while_nobody_watches() -> None:
         await pub.close()
 
 
+async def test_the_rate_follows_the_subscribers_estimate() -> None:
+    pub = publisher(bitrate_interval_s=3600.0)
+    slot, received = subscribe(pub)
+    try:
+        await feed(pub, received, 0, 2, (320, 240))
+        assert pub.bitrate == 800_000 and received.keyframes == 1
+        slot.on_remb(300_000)  # the subscriber's receive estimate (REMB)
+        assert pub.remb == 300_000
+        frames = await feed(pub, received, 2, 2, (320, 240))
+        assert pub.bitrate == 300_000 and pub.stats.bitrate_changes == 1
+        assert received.keyframes == 2  # the reopened encoder starts with a keyframe
+        assert [read_mark(f) for f in frames] == [2, 3]
+        slot.on_remb(10_000)  # below the floor: clamped to lowest_bitrate (bitrate / 5)
+        await feed(pub, received, 4, 1, (320, 240))
+        assert pub.bitrate == 300_000  # not yet due: one change per bitrate_interval_s
+        assert pub.stats.bitrate_changes == 1
+    finally:
+        await pub.close()
+
+
 async def test_close_blanks_the_slot_and_is_idempotent() -> None:
     pub = publisher()
     slot, received = subscribe(pub)
