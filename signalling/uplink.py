@@ -39,6 +39,9 @@ Rules it keeps:
   servers configured alike) is retried only every ``retry_max_s``, so they do not take turns
   every few seconds. The local conference never depends on the upper level.
 
+The upper level's view of this server is followed from its events (who holds the floor
+upstairs, our raised hand, whether its chair muted us); :meth:`Uplink.request` sends a request
+there as our site (the district chair raising a hand to speak to the city, 举手申请发言).
 ``Uplink.status()`` is what ``GET /api/uplink`` shows.
 """
 
@@ -152,6 +155,8 @@ class Uplink:
         self.retry_at: float | None = None  # wall time of the next attempt while waiting
         self.upper: dict[str, Any] = {}  # our site at the upper level, from `welcome`
         self.upper_programme = ""  # label of what the upper level routes to us
+        self.upper_floor: str | None = None  # who holds the floor upstairs
+        self.upper_state: dict[str, Any] = {}  # our site's state upstairs (hand, muted...)
         self.paused = {"video": False, "audio": False}
         self._client: Client | None = None
         self._peer: UplinkPeer | None = None
@@ -194,6 +199,10 @@ class Uplink:
             "publish": self.config.publish_output or "programme",
             "upper_site": self.upper or None,
             "upper_programme": self.upper_programme,
+            "upper_floor": self.upper_floor,
+            "have_floor": bool(self.upper) and self.upper_floor == self.upper.get("id"),
+            "hand": bool(self.upper_state.get("hand")),
+            "muted_upstairs": bool(self.upper_state.get("audio_muted")),
             "connects": self.connects,
             "attempts": self.attempts,
             "failures": self.failures,
@@ -263,6 +272,12 @@ class Uplink:
         self.paused = {"video": False, "audio": False}
         client.on_event = self._on_event
         self.upper = dict(client.site)
+        snapshot = client.welcome.get("conference") or {}
+        self.upper_floor = snapshot.get("floor")
+        self.upper_state = next(
+            (dict(x) for x in snapshot.get("sites", []) if x.get("id") == self.upper.get("id")),
+            {},
+        )
         if self.upper.get("role") != "uplink":
             logger.warning(
                 "the upper level knows this server as %r with role %r, not 'uplink'",
@@ -387,7 +402,27 @@ class Uplink:
             main = (event.get("assign") or {}).get("main")
             if isinstance(main, dict):
                 self.upper_programme = str(main.get("label") or "")
+        elif kind == "floor":
+            self.upper_floor = event.get("site")
+            if self.upper_floor == self.upper.get("id"):
+                logger.info("uplink: the upper level gives this server the floor")
+        elif kind == "site":
+            site = event.get("site")
+            if isinstance(site, dict) and site.get("id") == self.upper.get("id"):
+                self.upper_state = dict(site)
         self._changed.set()
+
+    async def request(self, message: Event, timeout: float = 10.0) -> Event:
+        """Send a request to the upper level as this server's site there (the district chair
+        raising a hand upstairs: ``{"type": "hand", "up": True}``) and return its reply.
+
+        :class:`ClientError` with code ``conflict`` when the link is not up; the upper level's
+        own ``error`` replies raise :class:`ClientError` with their code.
+        """
+        client = self._client
+        if client is None or client.closed or self.state is not UplinkState.UP:
+            raise ClientError("conflict", "the uplink is not connected")
+        return await client.request(message, timeout)
 
     def _set_state(self, state: UplinkState) -> None:
         if state is not self.state:

@@ -284,6 +284,45 @@ async def test_the_upper_programme_on_the_district_wall(tmp_path: Path) -> None:
                 await city.close()
 
 
+async def test_the_district_chair_raises_a_hand_upstairs(tmp_path: Path) -> None:
+    upper, lower = pair(tmp_path)
+    async with running(upper) as up:
+        lower.uplink = {**(lower.uplink or {}), "url": up.signalling_url}
+        async with running(lower) as app, aiohttp.ClientSession() as http:
+            hand = app.web_url + "/api/uplink/hand"
+            chair = {"Authorization": f"Bearer {lower.token_for('tianhe')}"}
+            street = {"Authorization": f"Bearer {lower.token_for('tianhe.zhuji')}"}
+            async with http.post(hand, json={"up": True}) as response:
+                assert response.status == 401
+            async with http.post(hand, json={"up": True}, headers=street) as response:
+                assert response.status == 403
+            async with http.post(hand, json={"up": "yes"}, headers=chair) as response:
+                assert response.status == 400
+            await uplink_status(app, "up")
+            async with http.post(hand, json={"up": True}, headers=chair) as response:
+                assert response.status == 200, await response.text()
+            assert up.conference.snapshot()["hands"] == ["gz.tianhe"]
+            status = await uplink_status(app, "up", hand=True)
+            assert not status["have_floor"]
+            # the city's chair answers the hand with the floor: the district sees it has it
+            city = await Client.connect(up.signalling_url, upper.token_for("gz"))
+            try:
+                await city.request({"type": "floor", "site": "gz.tianhe"})
+                status = await uplink_status(app, "up", have_floor=True)
+                assert status["upper_floor"] == "gz.tianhe" and not status["hand"]
+            finally:
+                await city.close()
+        # the link down (the upper server gone): the hand cannot go up
+        async with running(lower) as app, aiohttp.ClientSession() as http:
+            await up.close()
+            await uplink_status(app, "waiting")
+            chair = {"Authorization": f"Bearer {lower.token_for('tianhe')}"}
+            async with http.post(
+                app.web_url + "/api/uplink/hand", json={"up": True}, headers=chair
+            ) as response:
+                assert response.status == 409
+
+
 class SizedViewer:
     """A chair at the upper level that records the size of each decoded ``main`` frame."""
 

@@ -12,7 +12,12 @@ routing) over :class:`bridge.uplink_peer.UplinkPeer` (media). :func:`start` read
 - ``GET /api/uplink``: the link's state as JSON (``{"configured": false}`` without one): state
   (``connecting`` / ``up`` / ``waiting`` / ``closed``), since, the upper URL and our site
   there, what the upper level shows us, reconnect counters, the last error, the seconds to
-  the next retry, the upper level's pause requests, packets sent up and received down.
+  the next retry, the upper level's pause requests, who holds the floor upstairs (and whether
+  it is us), our hand and mute state there, packets sent up and received down.
+- ``POST /api/uplink/hand`` ``{"up": true|false}``, chair only (its token as ``?token=`` or
+  ``Authorization: Bearer``): raise or lower this server's hand at the upper level (举手申请发言).
+  401 without a token, 403 for another role, 409 while the link is down, 502 when the upper
+  level refuses (its error code and message in the body).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from signalling.client import ClientError
+from signalling.model import Role
 from signalling.uplink import Uplink, UplinkConfig
 from web.config import ConfigError, UplinkPublish, UplinkSettings
 from web.gateway import Gateway
@@ -72,6 +79,18 @@ def uplink_config(settings: UplinkSettings, outputs: list[str], config_path: str
     )
 
 
+def _require_chair(app: Huishang, request: web.Request) -> None:
+    token = request.query.get("token", "")
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        token = header.removeprefix("Bearer ").strip()
+    site = app.authenticate(token) if token else None
+    if site is None:
+        raise web.HTTPUnauthorized(text="a chair token is required (?token= or Bearer)")
+    if app.conference.sites[site].role is not Role.CHAIR:
+        raise web.HTTPForbidden(text="only the chair may raise a hand at the upper level")
+
+
 async def start(app: Huishang, aio: web.Application) -> Gateway:
     settings = app.config.uplink
     if settings is None or app.media is None:
@@ -92,6 +111,24 @@ async def start(app: Huishang, aio: web.Application) -> Gateway:
     async def status(request: web.Request) -> web.Response:
         return web.json_response(uplink.status())
 
+    async def hand(request: web.Request) -> web.Response:
+        _require_chair(app, request)
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("up"), bool):
+            raise web.HTTPBadRequest(text='send {"up": true} or {"up": false}')
+        try:
+            await uplink.request({"type": "hand", "up": body["up"]})
+        except ClientError as exc:
+            status = 409 if exc.code in ("conflict", "closed") else 502
+            return web.json_response({"code": exc.code, "message": exc.message}, status=status)
+        except TimeoutError:
+            return web.json_response({"code": "timeout", "message": "no reply"}, status=504)
+        return web.json_response({"ok": True, "hand": body["up"]})
+
     aio.router.add_get("/api/uplink", status)
+    aio.router.add_post("/api/uplink/hand", hand)
     uplink.start()
     return uplink
