@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -106,6 +107,7 @@ def read_mark(y: U8, rect: Rect) -> int:
     return value
 
 
+@functools.cache
 def encode_clip() -> list[tuple[bytes, bool]]:
     """A camera-like 360p clip: static texture, a moving textured block, the index marks."""
     rng = np.random.default_rng(11)
@@ -404,6 +406,9 @@ async def run(
         "seconds": round(elapsed, 2),
         "output_fps": round((after["frames"] - before["frames"]) / elapsed, 1),
         "skipped_ticks": after["skipped"] - before["skipped"],
+        "frames_dropped_before_compose": sum(
+            f.decoder.stats.frames_dropped for f in feeds if isinstance(f, BridgeFeed)
+        ),
         "decoded_fps_per_feed": round(
             (after["feed_frames"] - before["feed_frames"]) / elapsed / feeds_n, 1
         ),
@@ -543,56 +548,129 @@ def encoder_sweep(feeds_n: int) -> list[dict[str, Any]]:
     return rows
 
 
+def decoder_sweep(feeds_n: int, rounds: int = 3) -> list[dict[str, Any]]:
+    """CPU ms per decoded frame of each FFmpeg decoder, with ``feeds_n`` decoders of the clip
+    running side by side (each at its own phase, round robin, as on the wall: their
+    reference frames compete for the caches), one thread, interleaved rounds, medians."""
+    clip = encode_clip()
+    samples: dict[str, list[float]] = defaultdict(list)
+    for _round in range(rounds):
+        for name in ("vp8", "libvpx"):
+            codecs = []
+            for _ in range(feeds_n):
+                codec = av.CodecContext.create(name, "r")
+                codec.thread_count = 1
+                codecs.append(codec)
+            frames = 0
+            started = time.thread_time()
+            for n in range(CLIP_FRAMES):
+                for codec in codecs:
+                    frames += len(codec.decode(av.Packet(clip[n][0])))
+            samples[name].append(1000 * (time.thread_time() - started) / frames)
+    return [
+        {
+            "decoder": name,
+            "feeds": feeds_n,
+            "cpu_ms_per_frame": round(statistics.median(values), 3),
+            "all_rounds": [round(v, 3) for v in values],
+        }
+        for name, values in samples.items()
+    ]
+
+
+CASES = {
+    # name: (decode path, wall config); the product's defaults first
+    "bridge": ("bridge", WallConfig(output_id="wall", idle_when_unwatched=False)),
+    "bridge-30fps": (
+        "bridge",
+        WallConfig(output_id="wall", idle_when_unwatched=False, large_layout_fps=None),
+    ),
+    "aiortc-30fps": (
+        "aiortc",
+        WallConfig(output_id="wall", idle_when_unwatched=False, large_layout_fps=None),
+    ),
+}
+
+ROWS = (
+    ("output frame rate (fps)", "output_fps"),
+    ("decoded frames per feed (fps)", "decoded_fps_per_feed"),
+    ("output bitrate (kbit/s)", "output_kbps"),
+    ("CPU decode (% of one core)", "cpu_decode_pct"),
+    ("CPU compose (% of one core)", "cpu_compose_pct"),
+    ("CPU encode (% of one core)", "cpu_encode_pct"),
+    ("CPU decode + compose + encode (budget 60)", "cpu_decode_compose_encode_pct"),
+    ("CPU event loop (RTP, depacketising, feeds)", "cpu_event_loop_pct"),
+    ("CPU whole process (% of one core)", "cpu_total_pct"),
+    ("delay source -> wall frame, median ms", "delay_ms_median"),
+    ("delay p95 ms", "delay_ms_p95"),
+)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--feeds", type=int, default=25)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        choices=sorted(CASES),
+        default=list(CASES),
+        help="which cases to run, in this order (default: all)",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds of the cases")
     parser.add_argument("--encoder", action="store_true", help="also sweep encoder settings")
+    parser.add_argument("--decoders", action="store_true", help="also compare FFmpeg decoders")
     parser.add_argument(
         "--scaling", type=int, nargs="*", default=[], help="also run with these feed counts"
     )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    result = asyncio.run(run(args.feeds, args.seconds, args.warmup))
+    runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for _round in range(args.rounds):
+        for name in args.cases:
+            path, config = CASES[name]
+            runs[name].append(
+                asyncio.run(run(args.feeds, args.seconds, args.warmup, path, wall=config))
+            )
+    cases = {name: _median_case(results) for name, results in runs.items()}
+    extra: dict[str, Any] = {}
     if args.encoder:
-        result["encoder_sweep"] = encoder_sweep(args.feeds)
+        extra["encoder_sweep"] = encoder_sweep(args.feeds)
+    if args.decoders:
+        extra["decoder_sweep"] = decoder_sweep(args.feeds)
     scaling = []
     for feeds_n in args.scaling:
         case = asyncio.run(run(feeds_n, args.seconds, args.warmup))
         scaling.append({k: v for k, v in case.items() if not k.startswith("delay_ms_max")})
+    first = next(iter(cases.values()))
     print()
-    print(f"wall output: {result['feeds']} x {result['source']} -> {result['canvas']} at 30 fps")
-    print(f"{'measure':<44}{'value':>12}")
-    rows = [
-        ("output frame rate (fps)", result["output_fps"]),
-        ("decoded frames per feed (fps)", result["decoded_fps_per_feed"]),
-        ("output bitrate (kbit/s)", result["output_kbps"]),
-        ("CPU decode (% of one core)", result["cpu_decode_pct"]),
-        ("CPU compose (% of one core)", result["cpu_compose_pct"]),
-        ("CPU encode (% of one core)", result["cpu_encode_pct"]),
-        ("CPU decode + compose + encode (budget 60 %)", result["cpu_decode_compose_encode_pct"]),
-        ("CPU event loop (RTP, jitter buffers, feeds)", result["cpu_event_loop_pct"]),
-        ("CPU whole process (% of one core)", result["cpu_total_pct"]),
-        ("delay source frame -> wall frame, median ms", result["delay_ms_median"]),
-        ("delay p95 ms", result["delay_ms_p95"]),
-        ("machine load average (1 min)", round(os.getloadavg()[0], 2)),
-    ]
-    for name, value in rows:
-        print(f"{name:<44}{value!s:>12}")
-    if "encoder_sweep" in result:
+    print(f"wall output: {first['feeds']} x {first['source']} -> {first['canvas']}")
+    print(f"{'measure':<44}" + "".join(f"{name:>14}" for name in cases))
+    for label, key in ROWS:
+        print(f"{label:<44}" + "".join(f"{case.get(key)!s:>14}" for case in cases.values()))
+    print(f"{'machine load average (1 min)':<44}{round(os.getloadavg()[0], 2):>14}")
+    if "encoder_sweep" in extra:
         print()
         print(f"{'cpu-used':>9}{'threads':>9}{'bitrate':>10}{'ms/frame':>10}{'kbit/s':>9}")
-        for row in result["encoder_sweep"]:
+        for row in extra["encoder_sweep"]:
             print(
                 f"{row['cpu_used']:>9}{row['threads']:>9}{row['bitrate'] // 1000:>9}k"
                 f"{row['cpu_ms_per_frame']:>10}{row['kbps']:>9}"
+            )
+    if "decoder_sweep" in extra:
+        print()
+        print(f"{'decoder':>9}{'feeds':>7}{'ms/frame':>10}  rounds")
+        for row in extra["decoder_sweep"]:
+            print(
+                f"{row['decoder']:>9}{row['feeds']:>7}{row['cpu_ms_per_frame']:>10}  "
+                f"{row['all_rounds']}"
             )
     if scaling:
         print()
         head = f"{'feeds':>6}{'out fps':>9}{'decode %':>10}{'compose %':>11}{'encode %':>10}"
         print(f"{head}{'sum %':>8}")
-        for case in [*scaling, result]:
+        for case in [*scaling, first]:
             print(
                 f"{case['feeds']:>6}{case['output_fps']:>9}{case['cpu_decode_pct']:>10}"
                 f"{case['cpu_compose_pct']:>11}{case['cpu_encode_pct']:>10}"
@@ -605,14 +683,26 @@ def main() -> None:
             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
             "versions": {"python": platform.python_version(), "av": av.__version__},
-            "note": "shared 2-core machine under load from other jobs",
+            "note": "shared 2-core machine under load from other jobs; medians over rounds",
             "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
             "budget": "decode + compose + encode <= 60 % of one core",
-            "result": result,
+            "cases": cases,
+            "rounds": {name: results for name, results in runs.items()},
+            **extra,
             "scaling": scaling,
         }
         RESULTS.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
         print(f"\nwrote {RESULTS}")
+
+
+def _median_case(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One case's figures: the median over rounds of every number, the rest as is."""
+    out = dict(results[0])
+    for key, value in results[0].items():
+        values = [r[key] for r in results if isinstance(r.get(key), int | float)]
+        if isinstance(value, int | float) and not isinstance(value, bool) and values:
+            out[key] = round(statistics.median(values), 1)
+    return out
 
 
 if __name__ == "__main__":

@@ -156,6 +156,16 @@ class _Canvas:
     layout_key: object = None
     band_key: object = None
     tile_keys: list[object] = field(default_factory=list)
+    view_cache: dict[Rect, Planes] = field(default_factory=dict)
+
+    def views(self, rect: Rect) -> Planes:
+        """The canvas views of ``rect`` (cached: the same rects are drawn every frame)."""
+        views = self.view_cache.get(rect)
+        if views is None:
+            if len(self.view_cache) > 4 * MAX_TILES + 64:
+                self.view_cache.clear()
+            views = self.view_cache[rect] = _views(self.planes, rect)
+        return views
 
 
 @dataclass(slots=True)
@@ -312,6 +322,7 @@ class Compositor:
             if canvas.layout_key != self._geometry_key:
                 self._fill(canvas.planes, Rect(0, 0, self.config.width, self.config.height))
                 canvas.layout_key = self._geometry_key
+                canvas.view_cache.clear()
                 canvas.band_key = None
                 canvas.tile_keys = [None] * len(self._tiles)
             drawn = skipped = errors = 0
@@ -416,7 +427,7 @@ class Compositor:
                 tile.rect.h,
                 offline=offline,
             )
-            blend_onto(bitmap, *_views(canvas.planes, tile.rect))
+            blend_onto(bitmap, *canvas.views(tile.rect))
         if on_floor and status is not TileStatus.EMPTY:
             self._draw_border(canvas, tile.rect)
         return ok
@@ -445,8 +456,8 @@ class Compositor:
             plan = plan_tile(tile.rect, w, h, fit)
             tile.plan = plan
         for bar in plan.bars():
-            self._fill(canvas.planes, bar)
-        tile.scaler.draw(plan, planes, frame, _views(canvas.planes, plan.dst))
+            self._fill_views(canvas.views(bar), self._bg)
+        tile.scaler.draw(plan, planes, frame, canvas.views(plan.dst))
         self._draw_label(canvas, spec, tile)
 
     def _draw_label(self, canvas: _Canvas, spec: TileSpec, tile: _TileState) -> None:
@@ -468,7 +479,7 @@ class Compositor:
                 bitmap.height,
             )
             cached = tile.label = (spec.label, bitmap, where)
-        blend_onto(cached[1], *_views(canvas.planes, cached[2]))
+        blend_onto(cached[1], *canvas.views(cached[2]))
 
     def _draw_border(self, canvas: _Canvas, rect: Rect) -> None:
         b = 2 * max(1, round(min(rect.w, rect.h) / 90))
@@ -500,11 +511,12 @@ class Compositor:
             x += advance
 
     def _fill(self, planes: Planes, rect: Rect, colour: tuple[int, int, int] | None = None) -> None:
-        y, u, v = _views(planes, rect)
-        cy, cu, cv = colour or self._bg
-        y.fill(cy)
-        u.fill(cu)
-        v.fill(cv)
+        self._fill_views(_views(planes, rect), colour or self._bg)
+
+    @staticmethod
+    def _fill_views(views: Planes, colour: tuple[int, int, int]) -> None:
+        for plane, value in zip(views, colour, strict=True):
+            plane.fill(value)
 
 
 def band_height(config: CompositorConfig) -> int:
@@ -556,14 +568,9 @@ def _frame_planes(frame: av.VideoFrame) -> Planes:
     w, h = frame.width, frame.height
     if w < 2 or h < 2:
         raise ValueError(f"frame {w}x{h} is too small")
-    out = []
-    for plane, (pw, ph) in zip(
-        frame.planes,
-        ((w, h), ((w + 1) // 2, (h + 1) // 2), ((w + 1) // 2, (h + 1) // 2)),
-        strict=True,
-    ):
-        out.append(plane_array(plane, pw, ph))
-    return out[0], out[1], out[2]
+    cw, ch = (w + 1) // 2, (h + 1) // 2
+    y, u, v = frame.planes
+    return plane_array(y, w, h), plane_array(u, cw, ch), plane_array(v, cw, ch)
 
 
 def _check_planes(planes: object) -> Planes:

@@ -106,20 +106,26 @@ class TilePlan:
     chroma: Method
     scaled: tuple[int, int]
     window: tuple[int, int]
+    whole: bool = False  # the crop is the whole source (no slicing needed)
+    bar_rects: tuple[Rect, ...] = ()
 
     def bars(self) -> tuple[Rect, ...]:
         """The parts of the tile the picture leaves uncovered (letterbox bars)."""
-        t, d = self.tile, self.dst
-        out = []
-        if d.y > t.y:
-            out.append(Rect(t.x, t.y, t.w, d.y - t.y))
-        if d.y + d.h < t.y + t.h:
-            out.append(Rect(t.x, d.y + d.h, t.w, t.y + t.h - d.y - d.h))
-        if d.x > t.x:
-            out.append(Rect(t.x, d.y, d.x - t.x, d.h))
-        if d.x + d.w < t.x + t.w:
-            out.append(Rect(d.x + d.w, d.y, t.x + t.w - d.x - d.w, d.h))
-        return tuple(out)
+        return self.bar_rects
+
+
+def _bars(t: Rect, d: Rect) -> tuple[Rect, ...]:
+    """The parts of ``t`` that ``d`` (inside it) leaves uncovered."""
+    out = []
+    if d.y > t.y:
+        out.append(Rect(t.x, t.y, t.w, d.y - t.y))
+    if d.y + d.h < t.y + t.h:
+        out.append(Rect(t.x, d.y + d.h, t.w, t.y + t.h - d.y - d.h))
+    if d.x > t.x:
+        out.append(Rect(t.x, d.y, d.x - t.x, d.h))
+    if d.x + d.w < t.x + t.w:
+        out.append(Rect(d.x + d.w, d.y, t.x + t.w - d.x - d.w, d.h))
+    return tuple(out)
 
 
 def plan_tile(tile: Rect, src_w: int, src_h: int, fit: FitMode) -> TilePlan:
@@ -152,7 +158,10 @@ def plan_tile(tile: Rect, src_w: int, src_h: int, fit: FitMode) -> TilePlan:
     elif chroma is Method.SWSCALE:
         # Odd-sized chroma next to an exact luma ratio: linear is close enough here.
         chroma = Method.LINEAR
-    return TilePlan(tile, fit, src_w, src_h, dst, crop, luma, chroma, scaled, window)
+    whole = crop == Rect(0, 0, src_w, src_h)
+    return TilePlan(
+        tile, fit, src_w, src_h, dst, crop, luma, chroma, scaled, window, whole, _bars(tile, dst)
+    )
 
 
 class TileScaler:
@@ -180,6 +189,11 @@ class TileScaler:
         """
         if plan.luma is Method.SWSCALE:
             self._swscale(plan, src, frame, dst)
+            return
+        if plan.whole:
+            self._resize(src[0], dst[0], plan.luma)
+            self._resize(src[1], dst[1], plan.chroma)
+            self._resize(src[2], dst[2], plan.chroma)
             return
         c = plan.crop
         cx, cy = c.x // 2, c.y // 2
@@ -248,7 +262,8 @@ class TileScaler:
 
 def plane_array(plane: VideoPlane, width: int, height: int) -> U8:
     """A ``(height, width)`` numpy view of a frame plane (no copy; line size respected)."""
-    if plane.line_size < width or plane.buffer_size < plane.line_size * height:
+    line = plane.line_size
+    if line < width or plane.buffer_size < line * height:
         raise ValueError(f"plane {plane.width}x{plane.height} is smaller than {width}x{height}")
-    data = np.frombuffer(cast("bytes", plane), np.uint8, count=plane.line_size * height)
-    return data.reshape(height, plane.line_size)[:, :width]
+    # one constructor call instead of frombuffer + reshape + slice: ~0.6 instead of ~1.5 µs
+    return np.ndarray((height, width), np.uint8, cast("bytes", plane), 0, (line, 1))
