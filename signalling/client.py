@@ -41,8 +41,13 @@ class ClientError(Exception):
 
 
 class Client:
-    def __init__(self, ws: ClientConnection) -> None:
+    """One signalling session. Events are kept in :attr:`events` for :meth:`next_event`
+    (tests, ``huishang join``); a long-lived client that only uses :attr:`on_event` (the
+    cascade uplink) passes ``keep_events=False`` so they do not pile up for days."""
+
+    def __init__(self, ws: ClientConnection, *, keep_events: bool = True) -> None:
         self._ws = ws
+        self.keep_events = keep_events
         self._ids = itertools.count(1)
         self._pending: dict[int | str, asyncio.Future[Event]] = {}
         self._cursors: dict[str | None, int] = {}
@@ -63,13 +68,14 @@ class Client:
         client_name: str = "huishang-python",
         timeout: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
+        keep_events: bool = True,
     ) -> Client:
         """Open the socket, say hello and wait for ``welcome`` (or raise :class:`ClientError`)."""
         kwargs: dict[str, Any] = {"open_timeout": timeout, "max_size": 8 * 1024 * 1024}
         if url.startswith("wss:"):
             kwargs["ssl"] = ssl_context or ssl.create_default_context()
         ws = await connect(url, compression=None, **kwargs)
-        client = cls(ws)
+        client = cls(ws, keep_events=keep_events)
         hello = {
             "type": "hello",
             "protocol": PROTOCOL_VERSION,
@@ -187,7 +193,8 @@ class Client:
                         future.set_result(message)
                         continue
                 async with self._arrived:
-                    self.events.append(message)
+                    if self.keep_events:
+                        self.events.append(message)
                     self._arrived.notify_all()
                 if self.on_event is not None:
                     self.on_event(message)

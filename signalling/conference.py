@@ -174,6 +174,7 @@ class Conference:
         self.banner = ""
         self.recording = False
         self._programme_taps: set[str] = set()  # server-side programme listeners (uplink...)
+        self._source_taps: set[tuple[str, SiteId]] = set()  # server-side viewers of one site
         self.plan: RoutingPlan = self._compute_plan()
 
     # -- sessions ---------------------------------------------------------------------------
@@ -235,6 +236,19 @@ class Conference:
             self._programme_taps.add(tap)
         else:
             self._programme_taps.discard(tap)
+        self._replan(out)
+        return out
+
+    def want_source(self, tap: str, source: SiteId, on: bool) -> Outcome:
+        """A server-side viewer (*tap*: a WHEP player) starts or stops receiving *source*;
+        while any does, the site's video and (unless muted) audio are not paused."""
+        if source not in self.sites:
+            raise NotFound(f"unknown site {source!r}")
+        out = Outcome()
+        if on:
+            self._source_taps.add((tap, source))
+        else:
+            self._source_taps.discard((tap, source))
         self._replan(out)
         return out
 
@@ -659,6 +673,7 @@ class Conference:
             wall_sources=wall,
             upcoming=upcoming,
             programme_wanted=self.recording or bool(self._programme_taps),
+            watched=sorted({site for _, site in self._source_taps}),
         )
 
     def _replan(self, out: Outcome) -> None:

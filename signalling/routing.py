@@ -80,12 +80,20 @@ def compute_plan(
     wall_sources: Iterable[Source],
     upcoming: Iterable[Source] = (),
     programme_wanted: bool = False,
+    watched: Iterable[SiteId] = (),
 ) -> RoutingPlan:
-    """Plan every session's slots from the conference's state (pure)."""
+    """Plan every session's slots from the conference's state (pure).
+
+    *watched*: sites a server-side viewer (a WHEP player) receives, video and audio.
+    """
     routes: dict[SessionId, SessionRoute] = {}
     video_needed: set[Source] = set(wall_sources)
     audio_needed: set[SiteId] = set()
     speakers = [s for s in dict.fromkeys((chair, floor)) if s is not None and s not in audio_muted]
+    for site in watched:
+        video_needed.add(site)
+        if site not in audio_muted:
+            audio_needed.add(site)
     if programme_wanted:
         programme = floor if floor is not None else chair
         if programme is not None:

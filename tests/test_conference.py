@@ -1259,3 +1259,17 @@ def test_previews_follow_a_rejoin_of_the_same_site(busy: Harness) -> None:
         busy.do(CHAIR, 4.0, type="preview", slot="extra2", source=ZHUJI)
     with pytest.raises(Forbidden):
         busy.do(ZHUJI, 4.0, type="preview", slot="extra1", source=LIEDE)
+
+
+def test_a_server_side_viewer_unpauses_the_site_it_watches(busy: Harness) -> None:
+    session = busy.session[XIANCUN]
+    out = busy.c.set_media(session, ["main"])
+    assert sent_to(out, session, "pause") == [{"type": "pause", "video": True, "audio": True}]
+    out = busy.c.want_source("whep-1", XIANCUN, True)
+    assert sent_to(out, session, "pause") == [{"type": "pause", "video": False, "audio": False}]
+    busy.c.want_source("whep-2", XIANCUN, True)
+    assert sent_to(busy.c.want_source("whep-1", XIANCUN, False), session, "pause") == []
+    out = busy.c.want_source("whep-2", XIANCUN, False)
+    assert sent_to(out, session, "pause") == [{"type": "pause", "video": True, "audio": True}]
+    with pytest.raises(NotFound):
+        busy.c.want_source("whep-3", SiteId("nowhere"), True)
