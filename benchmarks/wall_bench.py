@@ -1,4 +1,4 @@
-"""Wall output benchmark: 25 live 360p feeds → one 1080p wall at 30 fps, end to end.
+"""Wall output benchmark: 25 live 360p feeds (30 fps each) → one 1080p wall, end to end.
 
 ARCHITECTURE.md budget: "wall output, 25 tiles of 360p → 1080p at 30 fps: decode + compose +
 encode ≤ 60 % of one core".
@@ -10,13 +10,23 @@ to the relay's budget):
   textured picture with a moving block, like a camera) whose every frame paints its index as
   16 luma blocks; it is replayed at 30 fps as RTP (RFC 7741 packets from
   :func:`bridge.encoder.packetize_vp8`), each feed with its own phase;
-- per feed, exactly what aiortc's ``RTCRtpReceiver`` does once decoding is on
-  (``Peer.set_decode``): depayload + ``JitterBuffer`` on the event loop, then aiortc's own
-  ``decoder_worker`` in a thread of its own, into a ``RemoteStreamTrack``;
+- per feed, exactly what ``Peer.set_decode("video", True)`` sets up: the RTP goes into the
+  feed's :class:`~bridge.publication.Publication`, a :class:`~bridge.decoder.VideoDecoder`
+  takes it through a slot of its own (depacketised on the event loop, decoded in its worker
+  thread) into its track;
 - :class:`bridge.feeds.FeedReader` moves decoded frames into a :class:`bridge.wall.WallOutput`
   (layout ``25``, labels, banner, clock), which composes and encodes (VP8 1080p, its
   :class:`~bridge.encoder.EncoderConfig` defaults) in its worker thread and packetises into its
   publication.
+
+Cases, run one after the other in the same process (``--rounds`` interleaves them):
+``bridge`` = the product's defaults (a layout of 16 sources or more composes at
+``WallConfig.large_layout_fps``, 15 fps); ``bridge-30fps`` = the same at 30 fps;
+``aiortc-30fps`` = the path before :mod:`bridge.decoder`: per feed, what aiortc's
+``RTCRtpReceiver`` does once its decoder runs (depayload + ``JitterBuffer`` on the event loop,
+aiortc's ``decoder_worker`` thread with libvpx, a ``RemoteStreamTrack``). The aiortc case
+does not feed the publication at all, so its event loop does less than in the product (where
+the relay forwards the same packets anyway).
 
 Measured over a steady window after a warm-up: CPU seconds per wall second of the whole
 process (``time.process_time``: decode threads, compose + encode thread, the loop's
@@ -28,9 +38,12 @@ tile's painted index read back).
 
 ``--encoder`` also re-encodes canvases captured from the run with other libvpx settings
 (speed ``cpu-used``, threads, bitrate): the evidence behind :class:`EncoderConfig`'s defaults.
+``--decoders`` decodes the clip with FFmpeg's native ``vp8`` and with libvpx, 25 decoders side
+by side: the evidence behind :class:`~bridge.decoder.DecoderConfig`'s default.
 
-Usage: ``python benchmarks/wall_bench.py [--seconds 10] [--feeds 25] [--encoder]
-[--scaling 4 9 16]`` (the last also runs those feed counts, for a table of CPU per feed). Writes
+Usage: ``python benchmarks/wall_bench.py [--seconds 10] [--feeds 25] [--cases ...]
+[--rounds N] [--encoder] [--decoders] [--scaling 4 9 16]`` (the last also runs those feed
+counts with the product's defaults, for a table of CPU per feed). Writes
 ``benchmarks/results/wall.json``. Figures come from a shared, noisy 2-core machine.
 """
 
@@ -513,9 +526,11 @@ def encoder_sweep(feeds_n: int) -> list[dict[str, Any]]:
         (6, 1, 5_000_000),
         (10, 1, 5_000_000),
         (16, 1, 5_000_000),
-        (10, 2, 5_000_000),
-        (10, 1, 4_000_000),
-        (10, 1, 6_000_000),
+        (-16, 1, 5_000_000),
+        (-12, 1, 5_000_000),
+        (-8, 1, 5_000_000),
+        (-16, 2, 5_000_000),
+        (-16, 1, 3_000_000),
     ]
     samples: dict[tuple[int, int, int], list[float]] = defaultdict(list)
     sizes: dict[tuple[int, int, int], int] = defaultdict(int)
