@@ -450,7 +450,8 @@ class RtspCamera:
                 raise UnknownHostError(host) from None
         options = {
             "rtsp_transport": cfg.transport,
-            "timeout": str(int(cfg.open_timeout_s * 1_000_000)),  # socket I/O, microseconds
+            # socket I/O timeout in microseconds (FFmpeg 5 renamed ``stimeout`` to this)
+            "timeout": str(int(cfg.open_timeout_s * 1_000_000)),
         }
         container = av.open(
             cfg.url, "r", options=options, timeout=(cfg.open_timeout_s, cfg.read_timeout_s)

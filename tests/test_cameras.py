@@ -97,11 +97,17 @@ class RtspServer:
                 self.clients = int(line.split()[1])
                 self.client_counts.append(self.clients)
 
+    def freeze(self, frozen: bool = True) -> None:
+        """Stop (SIGSTOP) or continue the server: a camera that hangs with its sockets open."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP if frozen else signal.SIGCONT)
+
     async def stop(self) -> None:
         if self.process is None:
             return
         process, self.process = self.process, None
         if process.returncode is None:
+            process.send_signal(signal.SIGCONT)  # in case it was frozen
             process.send_signal(signal.SIGTERM)
         try:
             code = await asyncio.wait_for(process.wait(), 15)
@@ -427,6 +433,23 @@ async def test_rtsp_camera_pulls_decodes_and_stops(rtsp: RtspServer) -> None:
         await camera.close()
     with pytest.raises(MediaStreamError):
         await track.recv()  # the track ended with the camera
+
+
+async def test_rtsp_camera_that_hangs_times_out_and_recovers(rtsp: RtspServer) -> None:
+    url = await rtsp.start("red")
+    config = CameraConfig(url, open_timeout_s=1.0, read_timeout_s=1.0, backoff_max_s=1.0)
+    camera = RtspCamera("cam", config)
+    try:
+        camera.want(True)
+        await wait_for(lambda: camera.state is CameraState.LIVE, 20, "live")
+        rtsp.freeze()  # the camera hangs: its sockets stay open, nothing arrives
+        await wait_for(lambda: camera.reason == "timeout", 30, "timeout")
+        assert camera.state in (CameraState.RETRYING, CameraState.CONNECTING)
+        rtsp.freeze(False)
+        await wait_for(lambda: camera.state is CameraState.LIVE, 30, "live again")
+        assert camera.connections == 2
+    finally:
+        await camera.close()
 
 
 async def test_rtsp_camera_reports_a_missing_stream(rtsp: RtspServer) -> None:
