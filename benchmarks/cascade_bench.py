@@ -100,9 +100,9 @@ class Server:
 
     def write(self, servers: dict[str, Server]) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
-        entries = [
+        entries = [  # (the upper level's programme here, level "uplink", needs no token)
             f'[[sites]]\nid = "{sid}"\nname = "{name}"\nrole = "{role}"\nlevel = "{lvl}"\n'
-            f'token_hash = "{hash_token(token(self.level, sid))}"\n'
+            + (f'token_hash = "{hash_token(token(self.level, sid))}"\n' if lvl != "uplink" else "")
             for sid, name, role, lvl in LEVELS[self.level]
         ]
         (self.folder / "sites.toml").write_text("\n".join(entries), encoding="utf-8")

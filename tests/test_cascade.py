@@ -426,11 +426,11 @@ class LevelConfig:
         self.folder.mkdir(parents=True, exist_ok=True)
         entries = []
         for site_id, name, role, level in self.sites:
-            token = self.token_for(site_id)
-            entries.append(
-                f'[[sites]]\nid = "{site_id}"\nname = "{name}"\nrole = "{role}"\n'
-                f'level = "{level}"\ntoken_hash = "{hash_token(token)}"\n'
-            )
+            entry = f'[[sites]]\nid = "{site_id}"\nname = "{name}"\nrole = "{role}"\n'
+            entry += f'level = "{level}"\n'
+            if level != "uplink":  # the upper level's programme here needs no token
+                entry += f'token_hash = "{hash_token(self.token_for(site_id))}"\n'
+            entries.append(entry)
         (self.folder / "sites.toml").write_text("\n".join(entries), encoding="utf-8")
         main = (
             f'sites = "sites.toml"\ndata_dir = "data"\n\n'

@@ -101,6 +101,13 @@ async def start(app: Huishang, aio: web.Application) -> Gateway:
         aio.router.add_get("/api/uplink", no_uplink)
         return _NoUplink()
     outputs = list(app.conference.config.outputs)
+    if settings.site in app.config.token_hashes:
+        logger.warning(
+            "uplink: site %s has a token_hash in %s; a login with that token would replace "
+            "the upper level's programme here (the uplink needs no token for it)",
+            settings.site,
+            app.config.sites_path.name,
+        )
     uplink = Uplink(
         uplink_config(settings, outputs, str(app.config.path)),
         app.media,
