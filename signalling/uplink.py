@@ -267,6 +267,7 @@ class Uplink:
             client_name=config.client_name,
             timeout=config.connect_timeout_s,
             ssl_context=config.ssl,
+            keep_events=False,  # events are handled as they come (on_event): none pile up
         )
         self._client = client
         self.paused = {"video": False, "audio": False}
