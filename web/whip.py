@@ -316,6 +316,9 @@ class WhipGateway:
         except BaseException:
             await publisher.close("failed")
             raise
+        if ingest.ended or self.closed:  # vanished meanwhile, or the server is stopping
+            await publisher.close("ended before it was published")
+            raise _HttpError(503, "the session ended before it could be published; retry")
         old = self._by_site.get(site_id)
         if old is not None:  # the site's newest publisher wins (a restarted encoder)
             await self._end_ingest(old, "replaced by a newer WHIP session of the site")
@@ -410,6 +413,9 @@ class WhipGateway:
         except BaseException:
             await viewer.close("failed")
             raise
+        if view.ended or self.closed:
+            await viewer.close("ended before it could play")
+            raise _HttpError(503, "the session ended before it could play; retry")
         self.views[resource] = view
         if source == PROGRAMME or is_output:
             # the programme's audio (chair + floor, minus the viewer), and for the programme
