@@ -371,6 +371,7 @@ class Uplink:
         peer, self._peer = self._peer, None
         client, self._client = self._client, None
         session, self._session = self._session, None
+        self.upper_floor, self.upper_state, self.upper_programme = None, {}, ""
         media.drop_programme(TAP)
         self._want(False)
         if peer is not None and media.local_decoders.get(site) is peer:
