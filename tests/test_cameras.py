@@ -382,6 +382,39 @@ async def test_a_camera_previewed_by_the_chair_and_given_the_floor_reaches_the_t
         await app.close()
 
 
+async def test_a_polled_tile_pulls_the_camera_before_its_turn(
+    demo_config: HuishangConfig, rtsp: RtspServer
+) -> None:
+    url = await rtsp.start("red")
+    app = await open_server(demo_config, url)
+    camera = cameras_of(app).cameras[CAM]
+    operator = wall = None
+    try:
+        wall = await Viewer.join(app, WALL)
+        operator = await Client.connect(app.signalling_url, app.token_for(SiteId(OPERATOR)) or "")
+        tile = await wall_tile(app)
+        await show_on_wall(operator, ZHUJI)
+        assert camera.state is CameraState.IDLE
+        poll = {"type": "poll", "output": "wall", "target": 0, "sites": [ZHUJI, CAM]}
+        await operator.request({**poll, "interval_s": 3})
+        # 珠吉街 is on the tile now; the camera is next (plan.upcoming): already pulled
+        assert app.conference.layouts["wall"].tiles[0].source == ZHUJI
+        assert camera.state is not CameraState.IDLE
+        await wait_colour(wall, "red", tile, "the camera's turn")
+        await wait_for(lambda: wall is not None and wall.colour(tile) != "red", 20, "珠吉街's turn")
+        await wait_colour(wall, "red", tile, "the camera's turn again")
+        assert rtsp.client_counts == [1]  # shown or next the whole time: never dropped
+        await operator.request({**poll, "sites": [], "interval_s": 3})  # stops the poll
+        await show_on_wall(operator, ZHUJI)
+        await wait_for(lambda: camera.state is CameraState.IDLE, 20, "camera idle")
+    finally:
+        if operator is not None:
+            await operator.close()
+        if wall is not None:
+            await wall.close()
+        await app.close()
+
+
 async def test_a_camera_nobody_answers_for_gives_a_clear_reason(
     demo_config: HuishangConfig,
 ) -> None:
