@@ -32,8 +32,7 @@ to it, rewrite it and answer NACKs exactly as for a browser's camera::
 - RTP (RFC 3550, RFC 7741) by :class:`Vp8RtpStream`: one SSRC, 90 kHz timestamps from the
   capture time, a 15-bit PictureID per frame, marker on a frame's last packet, an RTCP
   sender report pair (NTP, RTP) per ``sender_report_interval_s`` for the slots to translate
-  (RFC 3550 6.4.1). The same stream class fits :class:`bridge.wall.WallOutput`, whose
-  ``_send`` does the same by hand.
+  (RFC 3550 6.4.1). :class:`bridge.wall.WallOutput` sends through the same class.
 """
 
 from __future__ import annotations
