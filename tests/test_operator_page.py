@@ -126,8 +126,11 @@ async def operator(
     try:
         yield page
     finally:
+        # judge what the page raised while the test ran, not what closing it logs (a closing
+        # page may report its socket and peer connection going away: a flaky teardown)
+        unexpected = page_errors.unexpected()
         await page.close()
-    assert not page_errors.unexpected(), f"the operator page raised errors: {page_errors.seen}"
+    assert not unexpected, f"the operator page raised errors: {page_errors.seen}"
 
 
 def tile(page: Page, index: int) -> Any:

@@ -19,11 +19,20 @@
 // (with data-source, data-online, data-polling); layout buttons are `[data-kind="<kind>"]` in
 // `[data-testid="layout-picker"]`; presets are `[data-preset="<name>"]`; actions are buttons
 // with `data-action`; panels carry `data-testid`.
+//
+// This module owns the connection, the page state and the wiring; the parts live beside it:
+// operator-wall.js (layouts, tile geometry, the schematic's tiles), operator-roster.js (the
+// site list), operator-dnd.js (drag and drop), operator-panel.js (the selected tile and its
+// polling editor), operator-presets.js (presets, banner, custom rects) and operator-actions.js
+// (request buttons: busy state, outcome notices, confirm-twice).
 
 import { connect, describeError, ProtocolError } from "/static/protocol.js";
-import { bi, groupSites, h, Notices, showConnection, showFatal } from "/static/ui.js";
+import { Notices, showConnection, showFatal } from "/static/ui.js";
+import { Actions, confirmed } from "/static/operator-actions.js";
 import { installDragAndDrop } from "/static/operator-dnd.js";
-import { displayable, Roster } from "/static/operator-roster.js";
+import { TilePanel } from "/static/operator-panel.js";
+import { parseRects, rectsText, renderBanner, renderPresets, updateBannerCount } from "/static/operator-presets.js";
+import { Roster } from "/static/operator-roster.js";
 import { playWall } from "/static/wall-player.js";
 import {
   OUTPUT,
@@ -39,7 +48,6 @@ import {
   withSwap,
 } from "/static/operator-wall.js";
 
-const BANNER_MAX = 200;
 const TOKEN_KEY = "huishang.operator.token";
 
 const $ = (id) => document.getElementById(id);
@@ -64,6 +72,15 @@ const state = {
   pollDraftTile: null, // the tile that list belongs to
   tiles: [], // tile elements of the schematic
 };
+
+const siteName = (id) => (id && state.sites.get(id) ? state.sites.get(id).name : id || "");
+const actions = new Actions({
+  conn: () => state.conn,
+  notices,
+  offline: () => offlineNotice(),
+  settled: () => panel.render(),
+});
+const panel = new TilePanel(state, { siteName, isBusy: (button) => actions.isBusy(button) });
 
 // -- connection -----------------------------------------------------------------------------
 
@@ -129,15 +146,15 @@ function onEvent(msg) {
     case "poll":
       setPoll(msg, true);
       renderWall();
-      renderTilePanel();
+      panel.render();
       return;
     case "presets":
       state.presets = [...msg.names];
-      renderPresets();
+      renderPresets(state.presets);
       return;
     case "banner":
       state.banner = msg.text;
-      renderBanner();
+      renderBanner(state.banner);
       return;
     default:
       // floor, hands, rollcall, slots, pause...: nothing to show on this page
@@ -164,7 +181,7 @@ function loadWelcome(msg) {
   if (state.selected >= state.layout.tiles.length) state.selected = 0;
   state.pollDraftTile = null;
   roster.build([...state.sites.values()]);
-  fillPollAdd();
+  panel.fillSites();
   renderAll();
 }
 
@@ -182,8 +199,6 @@ function setPoll(poll, live) {
 }
 
 // -- helpers --------------------------------------------------------------------------------
-
-const siteName = (id) => (id && state.sites.get(id) ? state.sites.get(id).name : id || "");
 
 function setText(node, text) {
   if (node.textContent !== text) node.textContent = text;
@@ -227,7 +242,7 @@ async function renderWall() {
     }),
   );
   roster.markTiles(layout);
-  renderTilePanel();
+  panel.render();
 }
 
 /** One `layout` request with the whole layout; shown at once, reverted if refused. */
@@ -275,7 +290,7 @@ function swapTiles(from, to) {
 function selectTile(index) {
   state.selected = index;
   for (const tile of state.tiles) tile.classList.toggle("selected", Number(tile.dataset.tile) === index);
-  renderTilePanel();
+  panel.render();
 }
 
 // -- roster ---------------------------------------------------------------------------------
@@ -304,136 +319,6 @@ function arm(siteId) {
   for (const tile of state.tiles) tile.classList.toggle("target", !!state.armed);
 }
 
-// -- tile panel: the selected tile and its polling ------------------------------------------
-
-function fillPollAdd() {
-  const select = $("poll-add");
-  select.replaceChildren(h("option", { value: "", text: "选择站点… choose a site" }));
-  const sites = [...state.sites.values()].filter(displayable);
-  for (const group of groupSites(sites)) {
-    const optgroup = h("optgroup", { label: group.title });
-    for (const site of group.sites) {
-      const indent = site.level === "community" ? "\u3000" : "";
-      optgroup.append(h("option", { value: site.id, text: `${indent}${site.name}` }));
-    }
-    select.append(optgroup);
-  }
-}
-
-function renderTilePanel() {
-  const layout = state.shown;
-  if (!layout) return;
-  const index = Math.min(state.selected, layout.tiles.length - 1);
-  const source = layout.tiles[index] ? layout.tiles[index].source : null;
-  const poll = state.polls.get(index);
-  $("tile-panel").dataset.tile = String(index);
-  setText($("tile-title"), `第 ${index + 1} 格 · Tile ${index + 1}`);
-  const site = source ? state.sites.get(source) : null;
-  const online = site ? (site.online ? "在线 online" : "离线 offline") : "";
-  setText($("tile-source"), source ? `${siteName(source)} · ${online}` : "空 empty");
-  $("tile-source").dataset.source = source || "";
-  document.querySelector('[data-action="clear-selected"]').disabled = !source;
-
-  if (state.pollDraftTile !== index) {
-    state.pollDraftTile = index;
-    state.pollDraft = poll ? [...poll.sites] : [];
-    if (poll) $("poll-interval").value = String(poll.interval_s);
-  }
-  renderPollList(poll);
-  const el = $("poll-state");
-  el.dataset.active = String(!!poll);
-  if (poll) {
-    const next = poll.sites.length > 1 && poll.current
-      ? poll.sites[(poll.sites.indexOf(poll.current) + 1) % poll.sites.length]
-      : null;
-    setText(
-      el,
-      `轮询中 Polling · 每 ${poll.interval_s} 秒 s · 当前 now: ${siteName(poll.current) || "—"}` +
-        (next ? ` · 下一个 next: ${siteName(next)}` : ""),
-    );
-    el.dataset.current = poll.current || "";
-  } else {
-    setText(el, "未轮询 Not polling");
-    el.dataset.current = "";
-  }
-  $("poll-state").classList.toggle("active", !!poll);
-  document.querySelector('[data-action="poll-stop"]').disabled = !poll;
-  const start = document.querySelector('[data-action="poll-start"]');
-  start.disabled = busy.has(start) || state.pollDraft.length === 0;
-  start.replaceChildren(poll ? bi("更新轮询", "Restart") : bi("开始轮询", "Start"));
-}
-
-function renderPollList(poll) {
-  const list = $("poll-list");
-  const current = poll ? poll.current : null;
-  const key = `${state.pollDraft.join(",")}|${current}`;
-  $("poll-empty").hidden = state.pollDraft.length > 0;
-  if (list.dataset.key === key) return;
-  list.dataset.key = key;
-  list.replaceChildren(
-    ...state.pollDraft.map((id) =>
-      h(
-        "li",
-        { dataset: { site: id }, class: id === current ? "current" : "" },
-        h("span", { class: "name", text: siteName(id) }),
-        h("button", {
-          type: "button",
-          class: "op-chip-remove",
-          dataset: { action: "poll-remove" },
-          "aria-label": `移除 ${siteName(id)} remove`,
-          text: "×",
-        }),
-      ),
-    ),
-  );
-}
-
-function addToDraft(ids) {
-  for (const id of ids) if (id && !state.pollDraft.includes(id)) state.pollDraft.push(id);
-  renderTilePanel();
-}
-
-function streets({ onlineOnly }) {
-  return [...state.sites.values()]
-    .filter((s) => s.level === "street" && (!onlineOnly || s.online))
-    .map((s) => s.id);
-}
-
-// -- presets and banner ---------------------------------------------------------------------
-
-function renderPresets() {
-  const list = $("preset-list");
-  const names = [...state.presets].sort((a, b) => a.localeCompare(b, "zh-CN"));
-  $("preset-empty").hidden = names.length > 0;
-  $("preset-names").replaceChildren(...names.map((n) => h("option", { value: n })));
-  const key = names.join("\n");
-  if (list.dataset.key === key) return;
-  list.dataset.key = key;
-  list.replaceChildren(
-    ...names.map((name) =>
-      h(
-        "li",
-        { dataset: { preset: name } },
-        h("button", { type: "button", class: "op-preset-name", dataset: { action: "preset-pick" }, text: name }),
-        h("button", { type: "button", class: "btn btn-small btn-primary", dataset: { action: "preset-load" } }, bi("载入", "Load")),
-        h("button", { type: "button", class: "btn btn-small", dataset: { action: "preset-delete" } }, bi("删除", "Delete")),
-      ),
-    ),
-  );
-}
-
-function renderBanner() {
-  const input = $("banner-input");
-  if (document.activeElement !== input && !input.dataset.dirty) input.value = state.banner;
-  updateBannerCount();
-}
-
-function updateBannerCount() {
-  const n = $("banner-input").value.length;
-  setText($("banner-count"), `${n}/${BANNER_MAX}`);
-  $("banner-count").classList.toggle("over", n > BANNER_MAX);
-}
-
 function renderAll() {
   const title = state.title ? `${state.title} · 大屏操作台` : "大屏操作台";
   setText($("title"), title);
@@ -441,53 +326,11 @@ function renderAll() {
   renderCounts();
   renderGroups();
   renderWall();
-  renderPresets();
-  renderBanner();
+  renderPresets(state.presets);
+  renderBanner(state.banner);
 }
 
 // -- actions --------------------------------------------------------------------------------
-
-const busy = new Set();
-
-async function act(button, message, describeOk) {
-  if (!state.conn) {
-    offlineNotice();
-    return null;
-  }
-  busy.add(button);
-  button.disabled = true;
-  button.setAttribute("aria-busy", "true");
-  try {
-    const reply = await state.conn.request(message);
-    if (describeOk) notices.show(describeOk(reply), { kind: "info" });
-    return reply;
-  } catch (err) {
-    notices.show(describeError(err), { kind: "error", code: err.code || "" });
-    return null;
-  } finally {
-    busy.delete(button);
-    button.disabled = false;
-    button.removeAttribute("aria-busy");
-    renderTilePanel();
-  }
-}
-
-/** Destructive buttons ask twice: the first press arms them for 4 s. */
-function confirmed(button, zh, en) {
-  if (button.dataset.confirm === "1") {
-    delete button.dataset.confirm;
-    clearTimeout(button.confirmTimer);
-    return true;
-  }
-  const label = button.innerHTML;
-  button.dataset.confirm = "1";
-  button.replaceChildren(bi(zh, en));
-  button.confirmTimer = setTimeout(() => {
-    delete button.dataset.confirm;
-    button.innerHTML = label;
-  }, 4000);
-  return false;
-}
 
 function onClick(event) {
   const tileEl = event.target.closest("[data-tile]");
@@ -527,29 +370,25 @@ function onClick(event) {
       placeSite(state.selected, null);
       break;
     case "poll-add":
-      addToDraft([$("poll-add").value]);
+      panel.add([$("poll-add").value]);
       $("poll-add").value = "";
       break;
-    case "poll-remove": {
-      const id = button.closest("[data-site]").dataset.site;
-      state.pollDraft = state.pollDraft.filter((s) => s !== id);
-      renderTilePanel();
+    case "poll-remove":
+      panel.remove(button.closest("[data-site]").dataset.site);
       break;
-    }
     case "poll-online-streets":
-      addToDraft(streets({ onlineOnly: true }));
+      panel.add(panel.streets({ onlineOnly: true }));
       break;
     case "poll-all-streets":
-      addToDraft(streets({ onlineOnly: false }));
+      panel.add(panel.streets({ onlineOnly: false }));
       break;
     case "poll-clear-list":
-      state.pollDraft = [];
-      renderTilePanel();
+      panel.clear();
       break;
     case "poll-start": {
       const interval = Number($("poll-interval").value);
       const tile = state.selected;
-      act(
+      actions.act(
         button,
         { type: "poll", output: OUTPUT, target: tile, sites: [...state.pollDraft], interval_s: interval },
         () => `第 ${tile + 1} 格开始轮询 · polling tile ${tile + 1}`,
@@ -557,7 +396,7 @@ function onClick(event) {
       break;
     }
     case "poll-stop":
-      act(button, { type: "poll", output: OUTPUT, target: state.selected, sites: [] });
+      actions.act(button, { type: "poll", output: OUTPUT, target: state.selected, sites: [] });
       break;
     case "preset-pick":
       $("preset-name").value = presetName;
@@ -570,7 +409,7 @@ function onClick(event) {
       break;
     case "preset-delete":
       if (confirmed(button, "确认删除", "Confirm")) {
-        act(button, { type: "preset_delete", name: presetName }, () => `已删除预设 ${presetName} · deleted`);
+        actions.act(button, { type: "preset_delete", name: presetName }, () => `已删除预设 ${presetName} · deleted`);
       }
       break;
     case "custom-from-current":
@@ -589,7 +428,7 @@ function loadPreset(button, name) {
     notices.show("请输入或选择预设名称 · enter or pick a preset name", { kind: "error", code: "local" });
     return;
   }
-  act(button, { type: "preset_load", name }, () => `已载入预设 ${name} · preset loaded`);
+  actions.act(button, { type: "preset_load", name }, () => `已载入预设 ${name} · preset loaded`);
 }
 
 function onPresetSave(event) {
@@ -601,7 +440,7 @@ function onPresetSave(event) {
     return;
   }
   if (state.presets.includes(name) && !confirmed(button, "覆盖同名预设?", "Overwrite?")) return;
-  act(button, { type: "preset_save", name }, () => `已保存预设 ${name} · preset saved`);
+  actions.act(button, { type: "preset_save", name }, () => `已保存预设 ${name} · preset saved`);
 }
 
 async function customFromCurrent() {
@@ -609,18 +448,13 @@ async function customFromCurrent() {
   if (!layout) return;
   const geo = await geometry(layout);
   if (!geo) return;
-  const round = (v) => Math.round(v * 10000) / 10000;
-  $("custom-rects").value = geo.rects.map((r) => JSON.stringify(r.map(round))).join(",\n");
+  $("custom-rects").value = rectsText(geo);
 }
 
 function applyCustom() {
   let rects;
   try {
-    const text = $("custom-rects").value.trim();
-    rects = JSON.parse(text.startsWith("[[") ? text : `[${text}]`);
-    if (!Array.isArray(rects) || !rects.length || !rects.every((r) => Array.isArray(r) && r.length === 4)) {
-      throw new Error("not a list of [x, y, w, h]");
-    }
+    rects = parseRects($("custom-rects").value);
   } catch (err) {
     notices.show(`自定义布局格式有误 · custom layout: ${err.message}`, { kind: "error", code: "local" });
     return;
@@ -632,7 +466,7 @@ function onBannerSubmit(event) {
   event.preventDefault();
   const input = $("banner-input");
   const button = document.querySelector('[data-action="banner"]');
-  act(button, { type: "banner", text: input.value }, () => "会标已更新 · banner updated").then((reply) => {
+  actions.act(button, { type: "banner", text: input.value }, () => "会标已更新 · banner updated").then((reply) => {
     if (reply) delete input.dataset.dirty;
   });
 }
@@ -683,7 +517,7 @@ installDragAndDrop({
     swapTiles(from, to);
     selectTile(to);
   },
-  onPollDrop: (siteId) => addToDraft([siteId]),
+  onPollDrop: (siteId) => panel.add([siteId]),
 });
 $("banner-form").addEventListener("submit", onBannerSubmit);
 $("banner-input").addEventListener("input", () => {
