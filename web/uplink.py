@@ -5,8 +5,9 @@ Wiring only; the link itself is :class:`signalling.uplink.Uplink` (protocol, rec
 routing) over :class:`bridge.uplink_peer.UplinkPeer` (media). :func:`start` reads the
 ``[uplink]`` table of huishang.toml (:class:`web.config.UplinkSettings`): no table, no uplink.
 
-- TLS for a ``wss://`` upper server: the system's trust store, plus ``ca_file`` when given (a
-  self-signed upper server); ``verify = false`` checks nothing (testing only, logged loudly).
+- TLS for a ``wss://`` upper server: the system's trust store, or only the CA(s) in ``ca_file``
+  when given (the upper server's own self-signed certificate works as one); hostnames are
+  checked. ``verify = false`` checks nothing (testing only, logged loudly).
 - ``publish = "wall"`` sends the wall output ``output``; it must be one of this server's
   outputs (checked at start: :class:`~web.config.ConfigError` naming ``uplink.output``).
 - ``GET /api/uplink``: the link's state as JSON (``{"configured": false}`` without one): state
