@@ -34,6 +34,7 @@ from browser_support import WEBRTC_ARGS, chromium
 from bridge.layout import Rect
 from bridge.scaler import FitMode, plan_tile
 from bridge.testkit import MarkedVideoTrack, read_mark, wait_for
+from bridge.whip_peer import TrickleFragment, parse_trickle_fragment
 from signalling.client import Client
 from signalling.model import SiteId
 from web.app import Huishang
@@ -691,3 +692,23 @@ async def test_options_and_ice_servers_in_link_headers(demo_config: HuishangConf
         assert wrong.status == 401
     finally:
         await app.close()
+
+
+def test_trickle_fragments_are_parsed_or_refused_with_a_reason() -> None:
+    fragment = parse_trickle_fragment(
+        "a=ice-ufrag:EsAw\r\na=ice-pwd:P2uYro0UCOQ4zxjKXaWCBui1\r\n"
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n"
+        "a=candidate:1387637174 1 udp 2122260223 192.0.2.1 61764 typ host generation 0\r\n"
+        "a=end-of-candidates\r\n"
+    )
+    assert fragment.ufrag == "EsAw" and fragment.pwd == "P2uYro0UCOQ4zxjKXaWCBui1"
+    assert fragment.candidates == (
+        "candidate:1387637174 1 udp 2122260223 192.0.2.1 61764 typ host generation 0",
+    )
+    assert fragment.end
+    empty = parse_trickle_fragment("")
+    assert empty == TrickleFragment(None, None, (), False)
+    with pytest.raises(ValueError, match="line 1"):
+        parse_trickle_fragment("hello")
+    with pytest.raises(ValueError, match="bad ICE candidate"):
+        parse_trickle_fragment("a=candidate:nonsense")
