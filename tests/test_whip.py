@@ -28,7 +28,7 @@ import numpy.typing as npt
 import pytest
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamTrack
-from av import VideoFrame
+from av import AudioFrame, VideoFrame
 from browser_support import WEBRTC_ARGS, chromium
 
 from bridge.layout import Rect
@@ -384,6 +384,14 @@ async def test_vp8_publisher_is_forwarded_and_watched_over_whep(server: Huishang
         await wait_for(lambda: len(viewer.marks) > 10, 20, "the WHEP viewer decodes 冼村街")
         assert {m >> 12 for m in viewer.marks[-5:]} == {6}
         await wait_for(lambda: viewer.audio_frames > 0, 10, "audio reaches the viewer")
+        # the programme mix can decode the WHIP site's microphone (a DecodedSource)
+        assert server.media is not None
+        assert server.media.source_of(XIANCUN) is ingest.publisher
+        microphone = ingest.publisher.set_decode("audio", True)
+        assert microphone is not None
+        sound = await asyncio.wait_for(microphone.recv(), 10)
+        assert isinstance(sound, AudioFrame) and sound.sample_rate == 48000
+        ingest.publisher.set_decode("audio", False)
 
         # DELETE frees the publication; the viewer's slot goes blank; DELETE again: 404
         video_id = ingest.sources["video"].id
