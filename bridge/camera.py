@@ -78,7 +78,8 @@ class CameraConfig:
     - backoff: the n-th retry in a row waits ``backoff_initial_s * 2**(n-1)``, at most
       ``backoff_max_s``, times a random factor in ``1 ± backoff_jitter``; a connection that
       stayed up ``backoff_reset_s`` starts the count again.
-    - ``encoder``: the VP8 encode for subscribers (2 Mbit/s suits 720p).
+    - ``encoder``: the VP8 encode for subscribers (2 Mbit/s suits 720p); ``encode_max_height``:
+      taller pictures are scaled down for it (the wall still gets the decoded original).
     """
 
     url: str
@@ -91,6 +92,7 @@ class CameraConfig:
     backoff_reset_s: float = 10.0
     fps_hint: int = 25
     decoder_threads: int = 1
+    encode_max_height: int | None = 720
     encoder: EncoderConfig = field(
         default_factory=lambda: EncoderConfig(bitrate=2_000_000, keyframe_interval_s=5.0)
     )
@@ -249,7 +251,11 @@ class RtspCamera:
         self.config = config
         self.on_change = on_change
         self.publisher = Vp8Publisher(
-            camera_id, encoder=config.encoder, fps_hint=config.fps_hint, relay_config=relay_config
+            camera_id,
+            encoder=config.encoder,
+            fps_hint=config.fps_hint,
+            relay_config=relay_config,
+            max_height=config.encode_max_height,
         )
         self.track = LatestFrameTrack()
         self.state = CameraState.IDLE

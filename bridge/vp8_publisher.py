@@ -26,6 +26,9 @@ to it, rewrite it and answer NACKs exactly as for a browser's camera::
   ``bitrate``. A new rate reopens the encoder (a keyframe), so it is applied only when it
   differs by ``bitrate_step`` or more (back to the full rate: always), at most every
   ``bitrate_interval_s`` — the wall output's rule.
+- Size: frames taller than ``max_height`` are scaled down (swscale AREA, one thread) before
+  encoding, e.g. a 1080p or 4K camera goes out at 720p: scaling 1080p → 720p costs ~2 ms,
+  encoding 1080p instead of 720p ~8 ms more (FIELD-NOTES.md), and 2 Mbit/s looks better at 720p.
 - Idle when unwatched: while no slot carries or waits for the publication, submitted frames
   are dropped before encoding (the source may still be decoded for the wall); the first
   frame after that is a keyframe.
@@ -49,6 +52,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import av
+from av.video.reformatter import Interpolation, VideoReformatter
 
 from .encoder import VIDEO_CLOCK_RATE, EncoderConfig, Vp8Encoder, packetize_vp8
 from .publication import Publication, RelayConfig
@@ -184,11 +188,14 @@ class Vp8Publisher:
         idle_when_unwatched: bool = True,
         bitrate_step: float = 0.15,
         bitrate_interval_s: float = 2.0,
+        max_height: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if not 1 <= fps_hint <= 120:
             raise ValueError(f"fps_hint must lie in 1..120, got {fps_hint}")
+        if max_height is not None and max_height < 16:
+            raise ValueError(f"max_height must be at least 16, got {max_height}")
         if not 0 <= bitrate_step < 1 or bitrate_interval_s < 0:
             raise ValueError("bitrate_step must lie in [0, 1), bitrate_interval_s >= 0")
         self.id = publication_id
@@ -198,6 +205,7 @@ class Vp8Publisher:
         self.idle_when_unwatched = idle_when_unwatched
         self.bitrate_step = bitrate_step
         self.bitrate_interval_s = bitrate_interval_s
+        self.max_height = max_height
         self.publication = Publication(publication_id, "video", config=relay_config)
         self.publication.bind(self)
         self.stream = Vp8RtpStream(
@@ -213,6 +221,7 @@ class Vp8Publisher:
         self._clock = clock
         self._wall_clock = wall_clock
         self._encoder = Vp8Encoder(self.encoder_config, fps_hint)
+        self._reformatter = VideoReformatter()  # the worker's, reused
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"vp8-{publication_id}")
         self._lock = threading.Lock()  # guards _pending, _busy, _keyframe_wanted, stats
         self._pending: tuple[av.VideoFrame, float] | None = None
@@ -378,8 +387,19 @@ class Vp8Publisher:
     def _encode(
         self, frame: av.VideoFrame, keyframe: bool, bitrate: int, capture: float
     ) -> list[tuple[bytes, bool]]:
-        if frame.format.name != "yuv420p":  # e.g. yuvj420p from MJPEG/H.264 full range
-            frame = frame.reformat(format="yuv420p")
+        if self.max_height is not None and frame.height > self.max_height:
+            height = self.max_height & ~1
+            width = max(2, round(frame.width * height / frame.height / 2) * 2)
+            frame = self._reformatter.reformat(
+                frame,
+                width=width,
+                height=height,
+                format="yuv420p",
+                interpolation=Interpolation.AREA,
+                threads=1,
+            )
+        elif frame.format.name != "yuv420p":  # e.g. yuvj420p from MJPEG/H.264 full range
+            frame = self._reformatter.reformat(frame, format="yuv420p", threads=1)
         size = (frame.width, frame.height)
         if size != self._size:  # Vp8Encoder re-creates its codec, starting with a keyframe
             self._size = size

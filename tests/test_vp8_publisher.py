@@ -167,6 +167,19 @@ async def test_a_new_frame_size_recreates_the_encoder() -> None:
         await pub.close()
 
 
+async def test_tall_frames_are_scaled_down_to_max_height() -> None:
+    pub = publisher(max_height=240)
+    _slot, received = subscribe(pub)
+    try:
+        frames = await feed(pub, received, 7, 2, (640, 480))
+        assert {(f.width, f.height) for f in frames} == {(320, 240)}
+        assert [read_mark(f) for f in frames] == [7, 8]
+        frames = await feed(pub, received, 9, 1, (320, 240))  # small enough: as it is
+        assert (frames[0].width, frames[0].height) == (320, 240)
+    finally:
+        await pub.close()
+
+
 async def test_the_newest_frame_wins_and_nothing_queues() -> None:
     pub = publisher()
     _slot, received = subscribe(pub)
@@ -252,6 +265,8 @@ async def test_a_publisher_not_started_ignores_frames() -> None:
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="fps_hint"):
         Vp8Publisher("cam", fps_hint=0)
+    with pytest.raises(ValueError, match="max_height"):
+        Vp8Publisher("cam", max_height=8)
 
 
 async def test_rtp_stream_numbers_and_sender_reports() -> None:
