@@ -20,7 +20,7 @@ from playwright.async_api import BrowserContext, Page, expect
 from signalling.client import Client
 from signalling.model import SiteId
 from web.app import Huishang
-from web.config import CameraSettings, HuishangConfig
+from web.config import CameraSettings, HuishangConfig, UplinkSettings
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -162,6 +162,39 @@ async def test_shows_why_a_camera_is_offline(
         await page.close()
         await server.close()
     assert not errors, f"the status page raised JavaScript errors: {errors}"
+
+
+async def test_shows_the_uplink_and_why_it_is_down(
+    browser: BrowserContext, demo_config: HuishangConfig
+) -> None:
+    with socket.socket() as sock:  # an upper level that is not there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    uplink = UplinkSettings(
+        url=f"ws://127.0.0.1:{port}/", token="x", site=SiteId("tianhe.uplink"), retry_max_s=2.0
+    )
+    server = await Huishang.open(config=dataclasses.replace(demo_config, uplink=uplink))
+    page = await browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        await page.goto(f"{server.web_url}/status?every=1")
+        section = page.get_by_test_id("uplink")
+        await expect(section).to_be_visible()
+        await expect(section).to_have_attribute("data-state", "waiting")
+        await expect(page.get_by_test_id("uplink-state")).to_contain_text("重连中")
+        await expect(page.get_by_test_id("uplink-detail")).to_contain_text("last error")
+        await expect(page.get_by_test_id("uplink-upper")).to_contain_text(f"127.0.0.1:{port}")
+    finally:
+        await page.close()
+        await server.close()
+    assert not errors, f"the status page raised JavaScript errors: {errors}"
+
+
+async def test_has_no_uplink_section_without_an_uplink(status: Page) -> None:
+    await expect(status.get_by_test_id("count-online")).to_be_visible()
+    await status.wait_for_timeout(1500)  # a refresh or two
+    await expect(status.get_by_test_id("uplink")).to_be_hidden()
 
 
 async def test_says_so_when_the_server_cannot_be_reached(status: Page, app: Huishang) -> None:

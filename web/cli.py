@@ -124,11 +124,13 @@ async def _serve(args: argparse.Namespace) -> int:
         print("join links (one per site):")
         for site in app.config.sites:
             token = app.token_for(site.id)
-            url = (
-                app.join_url(site.id)
-                if token
-                else "(no plain token: huishang token " + site.id + ")"
-            )
+            uplink = app.config.uplink
+            if uplink is not None and site.id == uplink.site:
+                url = f"(the upper level, through [uplink] {uplink.url})"
+            elif token:
+                url = app.join_url(site.id)
+            else:
+                url = "(no plain token: huishang token " + site.id + ")"
             print(f"  {site.id:24} {site.name}\t{url}")
         sys.stdout.flush()
         await stop.wait()

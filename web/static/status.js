@@ -265,6 +265,41 @@ function updateCameras(reply) {
   set($("camera-summary"), `正常 live ${live} · 重连中 failing ${failing} · 共 ${cameras.length}`);
 }
 
+// The cascade uplink (级联): GET /api/uplink; shown only where [uplink] is configured.
+const UPLINK_STATES = {
+  up: "已连接 up",
+  connecting: "连接中 connecting",
+  waiting: "重连中 retrying",
+  closed: "已关闭 closed",
+};
+
+function updateUplink(reply) {
+  $("uplink").hidden = !reply.configured;
+  if (!reply.configured) return;
+  const section = $("uplink");
+  section.dataset.state = reply.state;
+  set($("uplink-state"), UPLINK_STATES[reply.state] || reply.state);
+  const upper = reply.upper_site ? `${reply.upper_site.name || reply.upper_site.id}` : reply.url;
+  const floor = reply.have_floor ? " · 本级发言中 we have the floor" : "";
+  set($("uplink-upper"), `上级 ${upper}${floor}`);
+  const parts = [];
+  if (reply.state !== "up" && reply.last_error) parts.push(`last error: ${reply.last_error}`);
+  if (reply.retry_in_s != null) parts.push(`retry in ${reply.retry_in_s} s`);
+  if (reply.failures) parts.push(`${reply.failures} failures`);
+  parts.push(`${reply.connects} connects`);
+  set($("uplink-detail"), parts.join(" · "));
+}
+
+async function refreshUplink() {
+  try {
+    const response = await fetch("/api/uplink", { cache: "no-store" });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    updateUplink(await response.json());
+  } catch (err) {
+    // the sites' refresh says when the server cannot be reached
+  }
+}
+
 async function refreshCameras() {
   try {
     const response = await fetch("/api/cameras", { cache: "no-store" });
@@ -290,6 +325,7 @@ function showUpdated(ok, detail = "") {
 
 async function refresh() {
   const cameras = refreshCameras();
+  const uplink = refreshUplink();
   try {
     const response = await fetch("/api/status", { cache: "no-store" });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
@@ -299,6 +335,7 @@ async function refresh() {
     showUpdated(false, err.message);
   } finally {
     await cameras;
+    await uplink;
     setTimeout(refresh, every * 1000);
   }
 }

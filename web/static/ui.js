@@ -97,7 +97,7 @@ export const ROLE_NAMES = {
   operator: "操作台 operator",
   wall: "大屏 wall",
   observer: "监看 observer",
-  uplink: "上级 uplink",
+  uplink: "级联 cascade",
 };
 
 /**
