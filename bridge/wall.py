@@ -58,6 +58,26 @@ class WallConfig:
 
     The canvas size is the compositor's (``compositor.width`` x ``compositor.height``,
     1920x1080 by default).
+
+    ``large_layout_fps``: what a big layout costs, per frame, on this shared 2-core machine
+    (25 feeds of 360p at 30 fps into the banded 1080p ``25`` layout; decode from
+    ``benchmarks/wall_bench.py --decoders``, encode from ``--encoder``, compose from the
+    compositor in the same layout; medians):
+
+    ========================  ===================  ==================================
+    part                      cost                 at 30 fps / 15 fps / 10 fps
+    ========================  ===================  ==================================
+    decode, 25 x 30 fps       0.55 ms per frame    41 % of a core at any output rate
+    compose, 25 tiles         5.3 ms per frame     16 % / 8 % / 5 %
+    encode, VP8 1080p         11.5 ms per frame    35 % / 17 % / 12 %
+    sum                                            ~91 % / ~66 % / ~58 %
+    ========================  ===================  ==================================
+
+    Decoding every frame of every feed cannot be avoided (VP8 inter frames need all their
+    predecessors), so what a big layout saves is composing and encoding: at 15 fps it saves
+    a quarter of a core against 30 fps, and 25 small tiles still move smoothly. Layouts
+    with fewer sources keep the full rate. The ARCHITECTURE.md budget (60 % at 30 fps) is
+    not reachable with one-thread libvpx on this machine: decode and encode alone are ~76 %.
     """
 
     output_id: str = "wall"
