@@ -69,15 +69,19 @@ class WallConfig:
     ========================  ===================  ==================================
     decode, 25 x 30 fps       0.55 ms per frame    41 % of a core at any output rate
     compose, 25 tiles         5.3 ms per frame     16 % / 8 % / 5 %
-    encode, VP8 1080p         11.5 ms per frame    35 % / 17 % / 12 %
-    sum                                            ~91 % / ~66 % / ~58 %
+    encode, VP8 1080p 5 Mb/s  12.2 / 13.8 ms       37 % / 21 % / ~15 %
+    sum                                            ~94 % / ~70 % / ~61 %
     ========================  ===================  ==================================
+
+    (Encoding costs a little more per frame at 15 fps because each frame gets twice the bits
+    at the same bitrate: 2.5 Mbit/s at 15 fps costs 11.9 ms, like 5 Mbit/s at 30. The rate
+    is left as configured: the displays' links carry it, and the pictures are better.)
 
     Decoding every frame of every feed cannot be avoided (VP8 inter frames need all their
     predecessors), so what a big layout saves is composing and encoding: at 15 fps it saves
     a quarter of a core against 30 fps, and 25 small tiles still move smoothly. Layouts
     with fewer sources keep the full rate. The ARCHITECTURE.md budget (60 % at 30 fps) is
-    not reachable with one-thread libvpx on this machine: decode and encode alone are ~76 %.
+    not reachable with one-thread libvpx on this machine: decode and encode alone are ~78 %.
     """
 
     output_id: str = "wall"
