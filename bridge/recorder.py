@@ -103,6 +103,8 @@ class RecorderConfig:
       re-anchors on arrival.
     - ``cluster_ms``: longest Matroska cluster, i.e. the most a crash can lose.
     - ``max_frame_bytes``: a frame growing past this is dropped (a sender without marker bits).
+    - ``close_timeout_s``: :meth:`Recorder.stop` waits this long for the writer to close the
+      file (a stalled disk); then it gives up on the file and returns.
     """
 
     container_format: str = "webm"
@@ -113,12 +115,15 @@ class RecorderConfig:
     max_drift_s: float = 5.0
     cluster_ms: int = 1000
     max_frame_bytes: int = 4_000_000
+    close_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.queue_frames < 16:
             raise ValueError(f"queue_frames must be at least 16, got {self.queue_frames}")
         if self.header_wait_s < 0 or self.keyframe_retry_s <= 0 or self.max_drift_s <= 0:
             raise ValueError("header_wait_s, keyframe_retry_s and max_drift_s must be positive")
+        if self.close_timeout_s <= 0:
+            raise ValueError("close_timeout_s must be positive")
         width, height = self.video_size
         if not (16 <= width <= 16383 and 16 <= height <= 16383):
             raise ValueError(f"video_size must lie in 16..16383 (VP8), got {self.video_size}")
@@ -415,6 +420,7 @@ class Recorder:
         self._queue: queue.Queue[object] = queue.Queue(self.config.queue_frames)
         self._thread: threading.Thread | None = None
         self._container: OutputContainer | None = None
+        self._file: io.RawIOBase | None = None
         self._stopping: asyncio.Future[Recording] | None = None
         self.started_at: float | None = None
         self._video_port = _TapPort(self._on_video)
@@ -473,8 +479,15 @@ class Recorder:
         if self._thread is not None:
             if not self._header_written and self._pending:
                 self._write_header()
-            await loop.run_in_executor(None, self._queue.put, _END)
-            await loop.run_in_executor(None, self._thread.join)
+            try:
+                await asyncio.wait_for(self._finish_writing(loop), self.config.close_timeout_s)
+            except TimeoutError:
+                self.stats.errors += 1
+                logger.error(
+                    "recording %s: the file did not close within %.0f s (disk stalled?)",
+                    self.path,
+                    self.config.close_timeout_s,
+                )
         size = self.path.stat().st_size if self.path.exists() else 0
         last = max(self._video_time.last_pts, self._audio_time.last_pts)
         return Recording(
@@ -488,6 +501,12 @@ class Recorder:
             video_size=self.video_size,
             errors=self.stats.errors,
         )
+
+    async def _finish_writing(self, loop: asyncio.AbstractEventLoop) -> None:
+        thread = self._thread
+        assert thread is not None
+        await loop.run_in_executor(None, self._queue.put, _END)
+        await loop.run_in_executor(None, thread.join)
 
     # -- packets (event loop) ---------------------------------------------------------------
 
@@ -615,14 +634,21 @@ class Recorder:
             except Exception:
                 self.stats.errors += 1
                 logger.exception("recording %s: closing the file failed", self.path)
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
             if not self.stats.muxed:  # a header alone is no file a player opens
                 with contextlib.suppress(OSError):
                     self.path.unlink()
 
     def _open(self, header: _Header) -> tuple[Any, Any]:
         config = self.config
+        # Python opens and writes the file (unbuffered), not FFmpeg: PyAV holds the GIL while
+        # FFmpeg opens a file and writes the header and trailer, so a hung disk there would
+        # stall the event loop too; Python's I/O lets go of the GIL in every system call.
+        self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115  # closed by _write_loop
         container = av.open(
-            str(self.path),
+            self._file,
             "w",
             format=config.container_format,
             container_options={
@@ -644,6 +670,7 @@ class Recorder:
         except BaseException:
             with contextlib.suppress(Exception):
                 container.close()
+            self._file.close()
             raise
         self._container = container
         logger.info("recording %s: %dx%d", self.path, header.width, header.height)

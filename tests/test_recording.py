@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -414,6 +415,43 @@ async def test_recorder_audio_only_uses_the_default_size(tmp_path: Path) -> None
         assert container.streams.video[0].codec_context.width == 1920
     decoded = decode(path)
     assert decoded.video_frames == 0 and decoded.audio_frames == result.audio_frames > 40
+
+
+async def test_a_stalled_disk_drops_frames_and_never_blocks_the_relay(tmp_path: Path) -> None:
+    """The file is a FIFO nobody reads yet: the writer thread blocks opening it, as on a hung
+    disk. The relay keeps forwarding, the recorder drops and counts; once the FIFO is read the
+    writer catches up and what it wrote decodes."""
+    path = tmp_path / "stalled.webm"
+    os.mkfifo(path)
+    relay = Relay()
+    video = relay.create_publication("cam/video", "video")
+    audio = relay.create_publication("cam/audio", "audio")
+    source = Source(video, audio)
+    recorder = Recorder(path, relay, config=RecorderConfig(queue_frames=16))
+    relay.route(recorder.video_slot, video)
+    relay.route(recorder.audio_slot, audio)
+    recorder.start()
+    await source.run(1.5)  # returns: nothing waited for the disk
+    assert recorder.stats.muxed == 0 and recorder.stats.queue_dropped > 50
+    assert recorder.video_slot.packets_forwarded > 40  # the relay kept forwarding
+    received = bytearray()
+
+    def drain() -> None:
+        with open(path, "rb") as fifo:
+            while chunk := fifo.read(65536):
+                received.extend(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    await source.run(1.0)  # the writer catches up; keyframes were asked for meanwhile
+    await recorder.stop()
+    await asyncio.get_running_loop().run_in_executor(None, reader.join)
+    copy = tmp_path / "copy.webm"
+    copy.write_bytes(received)
+    decoded = decode(copy)
+    assert 0 < decoded.video_frames <= recorder.stats.video_frames
+    assert decoded.audio_frames > 0
+    assert source.keyframe_asked >= 1
 
 
 # -- a recorder killed mid-way -----------------------------------------------------------------

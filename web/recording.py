@@ -146,13 +146,17 @@ class RecordingGateway:
         self.folder.mkdir(parents=True, exist_ok=True)
         name = self._file_name(conference_id, started)
         entry = app.store.start_recording(conference_id, name, source, started)
-        recorder = Recorder(
-            self.folder / name,
-            media.relay,
-            recorder_id=f"recorder-{entry.id}",
-            config=self.config.recorder,
-            video_size=self._video_size(source),
-        )
+        try:
+            recorder = Recorder(
+                self.folder / name,
+                media.relay,
+                recorder_id=f"recorder-{entry.id}",
+                config=self.config.recorder,
+                video_size=self._video_size(source),
+            )
+        except BaseException:
+            app.store.delete_recording(entry.id)
+            raise
         self.active = _Active(entry, recorder)
         recorder.start()
         if source == PROGRAMME:
