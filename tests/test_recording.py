@@ -32,16 +32,10 @@ from aiortc import RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame, VideoFrame
 
+from bridge.depacketizer import OpusDepacketizer, Timeline, Vp8Depacketizer, vp8_frame_size
 from bridge.encoder import EncoderConfig, Vp8Encoder, packetize_vp8
 from bridge.publication import Publication
-from bridge.recorder import (
-    OpusDepacketizer,
-    Recorder,
-    RecorderConfig,
-    Timeline,
-    Vp8Depacketizer,
-    vp8_frame_size,
-)
+from bridge.recorder import Recorder, RecorderConfig
 from bridge.relay import Relay
 from bridge.rtp import RtpPacket
 from bridge.testkit import LoopbackClient, MarkedVideoTrack, mark_frame, read_mark, wait_for
