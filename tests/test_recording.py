@@ -16,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fractions
+import itertools
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -492,8 +494,8 @@ async def test_recorder_killed_mid_way_leaves_a_playable_file(tmp_path: Path) ->
 
 # -- through the real server -------------------------------------------------------------------
 
-CHAIR, ZHUJI, WALL_OUTPUT = "tianhe", "tianhe.zhuji", "wall"
-ZHUJI_TAG = 5
+CHAIR, ZHUJI, XIANCUN, WALL_OUTPUT = "tianhe", "tianhe.zhuji", "tianhe.xiancun", "wall"
+ZHUJI_TAG, XIANCUN_TAG = 5, 6
 
 
 class ToneTrack(MediaStreamTrack):
@@ -551,9 +553,13 @@ def gateway_of(app: Huishang) -> RecordingGateway:
 
 
 async def record_through_server(
-    app: Huishang, chair: Site, seconds: float
+    app: Huishang,
+    chair: Site,
+    seconds: float,
+    midway: Callable[[Recorder], Awaitable[None]] | None = None,
 ) -> tuple[RecordingEntry, float]:
-    """The chair switches recording on, waits, switches it off; the finished index entry."""
+    """The chair switches recording on, waits (doing *midway* half-way), switches it off; the
+    finished index entry and how long the recorder had media."""
     gateway = gateway_of(app)
     await chair.signalling.request({"type": "record", "on": True})
     await wait_for(lambda: gateway.active is not None, 10, "the recorder started")
@@ -563,7 +569,10 @@ async def record_through_server(
     await wait_for(lambda: recorder.stats.video_frames > 0, 20, "video recorded")
     await wait_for(lambda: recorder.stats.audio_frames > 0, 20, "audio recorded")
     started = time.monotonic()
-    await asyncio.sleep(seconds)
+    if midway is not None:
+        await asyncio.sleep(seconds / 2)
+        await midway(recorder)
+    await asyncio.sleep(max(0.0, started + seconds - time.monotonic()))
     await chair.signalling.request({"type": "record", "on": False})
     recorded_for = time.monotonic() - started
     await wait_for(lambda: gateway.active is None, 20, "the recorder stopped")
@@ -604,19 +613,38 @@ async def test_chair_records_the_wall_output_with_programme_audio(server: Huisha
         await chair.close()
 
 
-async def test_chair_records_the_programme(server: Huishang) -> None:
+async def test_chair_records_the_programme_across_a_floor_change(server: Huishang) -> None:
+    """The programme follows the floor: 珠吉街, then 冼村街. The relay switches the recorder's
+    slot at 冼村街's keyframe and keeps numbers continuous (new SSRC, new timestamps): the file
+    shows one source, then the other, and plays through."""
     gateway_of(server).config = RecordingConfig(source=PROGRAMME)
     chair = await join(server, CHAIR, None, 440.0)
     zhuji = await join(server, ZHUJI, MarkedVideoTrack(ZHUJI_TAG), 1000.0)
+    xiancun = await join(server, XIANCUN, MarkedVideoTrack(XIANCUN_TAG), 2500.0)
+    assert server.media is not None
+    media = server.media
+
+    async def floor_to_xiancun(recorder: Recorder) -> None:
+        await chair.signalling.request({"type": "floor", "site": XIANCUN})
+        publication = media.publication(XIANCUN, "video")
+        await wait_for(lambda: recorder.video_slot.source is publication, 10, "switched")
+
     try:
         await chair.signalling.request({"type": "floor", "site": ZHUJI})
-        entry, _ = await record_through_server(server, chair, 2.0)
+        entry, _ = await record_through_server(server, chair, 3.0, floor_to_xiancun)
         assert entry.source == PROGRAMME
         decoded = decode(server.config.data_dir / "recordings" / entry.file)
-        assert decoded.size == (320, 240)  # 珠吉街's camera, forwarded as it came
-        assert decoded.video_frames > 20 and decoded.audio_frames > 50
-        assert {mark >> 12 for mark in decoded.marks} == {ZHUJI_TAG}
+        assert decoded.size == (320, 240)  # the cameras' own pictures, forwarded as they came
+        assert decoded.video_frames > 30 and decoded.audio_frames > 75
+        tags = [mark >> 12 for mark in decoded.marks]
+        switch = tags.index(XIANCUN_TAG)
+        assert switch > 5 and set(tags[:switch]) == {ZHUJI_TAG}
+        assert set(tags[switch:]) == {XIANCUN_TAG}
+        for run in (decoded.marks[:switch], decoded.marks[switch:]):  # each in its own order
+            assert all(a < b for a, b in itertools.pairwise(run))
+        assert decoded.duration > 2.0
     finally:
+        await xiancun.close()
         await zhuji.close()
         await chair.close()
 
