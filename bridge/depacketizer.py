@@ -8,6 +8,9 @@
   keyframe; late and duplicate packets are ignored. A sender that sets no marker bits still
   works: a frame then ends when the next one starts.
 - Opus, RFC 7587 section 4.2: one RTP payload is one Opus packet.
+- :class:`ReorderBuffer` first puts packets back in sequence order: a retransmission (RFC 4588
+  RTX, answered to the receiver's NACK) arrives after the packets that followed the lost one,
+  and a recording, unlike a live view, can wait for it instead of dropping frames.
 - :class:`Timeline`: one track's RTP timestamps (RFC 3550 5.1, unwrapped) → strictly
   increasing milliseconds of a recording, anchored on arrival.
 
@@ -21,10 +24,88 @@ from typing import Final
 
 from .rtp import RtpPacket, parse_vp8_descriptor, seq_newer
 
-__all__ = ["MediaFrame", "OpusDepacketizer", "Timeline", "Vp8Depacketizer", "vp8_frame_size"]
+__all__ = [
+    "MediaFrame",
+    "OpusDepacketizer",
+    "ReorderBuffer",
+    "Timeline",
+    "Vp8Depacketizer",
+    "vp8_frame_size",
+]
 
 #: VP8 keyframe start code (RFC 6386 9.1), after the 3-byte frame tag.
 _VP8_START_CODE: Final = b"\x9d\x01\x2a"
+
+
+class ReorderBuffer:
+    """RTP packets back in sequence order (RFC 3550 A.1 serial arithmetic).
+
+    A packet after a missing one waits for it (a retransmission) until the first of the held
+    packets has waited ``max_wait`` (on the caller's clock: pure, no timers) or more than
+    ``window`` packets are held; then the missing numbers count as lost and the held packets go
+    on (the depacketiser sees the gap). Duplicates and packets behind what was already
+    released are dropped (``late``). :meth:`flush` releases what is held.
+    """
+
+    def __init__(self, window: int, max_wait: float) -> None:
+        if window < 0 or max_wait < 0:
+            raise ValueError("window and max_wait must not be negative")
+        self.window = window
+        self.max_wait = max_wait
+        self.reordered = 0  # packets that arrived early and waited for a missing one
+        self.late = 0
+        self.skipped = 0  # sequence numbers given up on
+        self._next: int | None = None
+        self._held: dict[int, tuple[RtpPacket, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def push(self, packet: RtpPacket, now: float) -> list[RtpPacket]:
+        seq = packet.sequence_number
+        if self._next is None:
+            self._next = seq
+        if seq == self._next:
+            self._next = (seq + 1) & 0xFFFF
+            return [packet, *self._release()] if self._held else [packet]
+        if not seq_newer(seq, self._next) or seq in self._held:
+            self.late += 1
+            return []
+        self._held[seq] = (packet, now)
+        self.reordered += 1
+        out: list[RtpPacket] = []
+        while self._held and (
+            len(self._held) > self.window
+            or now - min(at for _, at in self._held.values()) >= self.max_wait
+        ):
+            self._skip_to_oldest()  # give up on the missing number(s) before the oldest held
+            out.extend(self._release())
+        return out
+
+    def flush(self) -> list[RtpPacket]:
+        """Everything held, in order (the stream ended)."""
+        out: list[RtpPacket] = []
+        while self._held:
+            self._skip_to_oldest()
+            out.extend(self._release())
+        return out
+
+    def _skip_to_oldest(self) -> None:
+        start = self._next
+        assert start is not None
+        oldest = min(self._held, key=lambda s: (s - start) & 0xFFFF)
+        self.skipped += (oldest - start) & 0xFFFF
+        self._next = oldest
+
+    def _release(self) -> list[RtpPacket]:
+        out = []
+        while self._next is not None:
+            held = self._held.pop(self._next, None)
+            if held is None:
+                break
+            out.append(held[0])
+            self._next = (self._next + 1) & 0xFFFF
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,12 +14,15 @@ What happens to a packet (all on the event loop, synchronous, no await):
 2. Depacketising (:mod:`bridge.depacketizer`): VP8 per RFC 7741 (descriptor stripped, the
    partitions of one frame joined until the marker bit, keyframe = P bit 0 on the first
    partition), Opus per RFC 7587 (one RTP payload = one Opus packet).
-3. Loss. A sequence gap (or a malformed packet: truncated descriptor, empty payload) drops the
-   frame it hit, and every later video frame until the next keyframe, which is asked for at
-   once and again every ``keyframe_retry_s`` (:meth:`Slot.request_keyframe`, coalesced at the
-   publication). A stream that starts without a keyframe is handled the same way (the slot
-   itself already waits for one when it switches). Late and duplicate packets are ignored.
-   Lost audio packets leave a gap in the audio track's timestamps (players play silence).
+3. Loss. Packets are first put back in order (:class:`~bridge.depacketizer.ReorderBuffer`):
+   a missing one is waited for up to ``reorder_wait_s`` (its retransmission, RFC 4588, may
+   still come: a recording has no deadline). Then a sequence gap (or a malformed packet:
+   truncated descriptor, empty payload) drops the frame it hit, and every later video frame
+   until the next keyframe, which is asked for at once and again every ``keyframe_retry_s``
+   (:meth:`Slot.request_keyframe`, coalesced at the publication). A stream that starts
+   without a keyframe is handled the same way (the slot itself already waits for one when it
+   switches). Late and duplicate packets are ignored. Lost audio packets leave a gap in the
+   audio track's timestamps (players play silence).
 4. Time. Each track's RTP timestamps (90 kHz, 48 kHz; unwrapped, RFC 3550 5.1) become
    milliseconds (the Matroska time base) from the moment its first frame arrived, relative to
    the first frame of the recording; so audio and video line up as they arrived (lip sync to
@@ -66,7 +69,13 @@ from typing import Any, Final
 import av
 from av.container import OutputContainer
 
-from .depacketizer import OpusDepacketizer, Timeline, Vp8Depacketizer, vp8_frame_size
+from .depacketizer import (
+    OpusDepacketizer,
+    ReorderBuffer,
+    Timeline,
+    Vp8Depacketizer,
+    vp8_frame_size,
+)
 from .relay import Relay
 from .rtp import RtpPacket, StreamRewriter, parse_rtp
 from .slot import Slot
@@ -96,6 +105,10 @@ class RecorderConfig:
       re-anchors on arrival.
     - ``cluster_ms``: longest Matroska cluster, i.e. the most a crash can lose.
     - ``max_frame_bytes``: a frame growing past this is dropped (a sender without marker bits).
+    - ``reorder_wait_s`` / ``reorder_packets``: how long (and for how many later packets) a
+      missing packet is waited for (a retransmission, RFC 4588) before it counts as lost: a
+      recording has no deadline, so it waits rather than drop frames; a loss then costs the
+      frames until the next keyframe, asked for that much later.
     - ``close_timeout_s``: :meth:`Recorder.stop` waits this long for the writer to close the
       file (a stalled disk); then it gives up on the file and returns.
     """
@@ -109,10 +122,14 @@ class RecorderConfig:
     cluster_ms: int = 1000
     max_frame_bytes: int = 4_000_000
     close_timeout_s: float = 30.0
+    reorder_wait_s: float = 0.3
+    reorder_packets: int = 512
 
     def __post_init__(self) -> None:
         if self.queue_frames < 16:
             raise ValueError(f"queue_frames must be at least 16, got {self.queue_frames}")
+        if self.reorder_wait_s < 0 or self.reorder_packets < 0:
+            raise ValueError("reorder_wait_s and reorder_packets must not be negative")
         if self.header_wait_s < 0 or self.keyframe_retry_s <= 0 or self.max_drift_s <= 0:
             raise ValueError("header_wait_s, keyframe_retry_s and max_drift_s must be positive")
         if self.close_timeout_s <= 0:
@@ -226,6 +243,9 @@ class Recorder:
         self.video_size: tuple[int, int] | None = None  # stated in the header
         self.vp8 = Vp8Depacketizer(self.config.max_frame_bytes)
         self.opus = OpusDepacketizer()
+        reorder = (self.config.reorder_packets, self.config.reorder_wait_s)
+        self.video_order = ReorderBuffer(*reorder)
+        self.audio_order = ReorderBuffer(*reorder)
         max_drift_ms = self.config.max_drift_s * 1000
         self._video_time = Timeline(_VIDEO_CLOCK, max_drift_ms)
         self._audio_time = Timeline(_AUDIO_CLOCK, max_drift_ms)
@@ -291,6 +311,8 @@ class Recorder:
         self.relay.remove_slot(self.video_slot)
         self.relay.remove_slot(self.audio_slot)
         ended_at = self._wall_clock()
+        self._take_video(self.video_order.flush())
+        self._take_audio(self.audio_order.flush())
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
@@ -343,9 +365,12 @@ class Recorder:
 
     def _on_video(self, data: bytes) -> None:
         packet = self._parse(data)
-        if packet is None:
-            return
-        for frame in self.vp8.push(packet):
+        if packet is not None:
+            self._take_video(self.video_order.push(packet, self._clock()))
+
+    def _take_video(self, packets: list[RtpPacket]) -> None:
+        frames = [frame for packet in packets for frame in self.vp8.push(packet)]
+        for frame in frames:
             if not self._header_written:
                 size = vp8_frame_size(frame.data) if frame.keyframe else None
                 if size is not None:
@@ -361,9 +386,12 @@ class Recorder:
 
     def _on_audio(self, data: bytes) -> None:
         packet = self._parse(data)
-        if packet is None:
-            return
-        for frame in self.opus.push(packet):
+        if packet is not None:
+            self._take_audio(self.audio_order.push(packet, self._clock()))
+
+    def _take_audio(self, packets: list[RtpPacket]) -> None:
+        frames = [frame for packet in packets for frame in self.opus.push(packet)]
+        for frame in frames:
             pts = self._audio_time.pts(frame.timestamp, self._arrival_ms())
             if self._enqueue(_Packet(False, frame.data, pts, True)):
                 self.stats.audio_frames += 1

@@ -34,7 +34,13 @@ from aiortc import RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame, VideoFrame
 
-from bridge.depacketizer import OpusDepacketizer, Timeline, Vp8Depacketizer, vp8_frame_size
+from bridge.depacketizer import (
+    OpusDepacketizer,
+    ReorderBuffer,
+    Timeline,
+    Vp8Depacketizer,
+    vp8_frame_size,
+)
 from bridge.encoder import EncoderConfig, Vp8Encoder, packetize_vp8
 from bridge.publication import Publication
 from bridge.recorder import Recorder, RecorderConfig
@@ -284,6 +290,34 @@ def test_opus_depacketizer() -> None:
     assert (depacketizer.gaps, depacketizer.late, depacketizer.malformed) == (1, 1, 1)
 
 
+def test_reorder_buffer_waits_for_a_retransmission() -> None:
+    def packet(seq: int) -> RtpPacket:
+        return RtpPacket(96, seq & 0xFFFF, 0, 1, bytes([seq & 0xFF]))
+
+    def seqs(packets: list[RtpPacket]) -> list[int]:
+        return [p.sequence_number for p in packets]
+
+    buffer = ReorderBuffer(window=4, max_wait=0.3)
+    assert seqs(buffer.push(packet(65534), 0.0)) == [65534]
+    assert buffer.push(packet(0), 0.01) == []  # 65535 missing: wait (across the wrap)
+    assert buffer.push(packet(1), 0.02) == []
+    assert seqs(buffer.push(packet(65535), 0.1)) == [65535, 0, 1]  # it came: all in order
+    assert buffer.push(packet(0), 0.11) == [] and buffer.late == 1  # a duplicate
+    # a packet that never comes: given up once the first held one waited max_wait
+    assert buffer.push(packet(3), 0.2) == []
+    assert buffer.push(packet(4), 0.4) == []
+    assert seqs(buffer.push(packet(5), 0.5)) == [3, 4, 5]
+    assert buffer.skipped == 1
+    assert buffer.push(packet(2), 0.6) == [] and buffer.late == 2  # too late now
+    # more than the window held: given up at once
+    for seq in range(7, 11):
+        assert buffer.push(packet(seq), 0.61) == []
+    assert seqs(buffer.push(packet(11), 0.62)) == [7, 8, 9, 10, 11]
+    # the end of the stream: what waits comes out in order
+    assert buffer.push(packet(14), 0.7) == [] and buffer.push(packet(13), 0.7) == []
+    assert seqs(buffer.flush()) == [13, 14] and len(buffer) == 0
+
+
 def test_timeline_unwraps_and_stays_monotonic() -> None:
     timeline = Timeline(90000, max_drift_ms=5000)
     start = 0xFFFFFFFF - 3000
@@ -354,18 +388,22 @@ async def test_recorder_survives_bad_packets_and_gaps(tmp_path: Path) -> None:
     relay.route(recorder.video_slot, video)
     relay.route(recorder.audio_slot, audio)
     recorder.start()
-    sent = 0
-    for index in range(45):
+    held: list[RtpPacket] = []
+    for index in range(60):
         packets = source.video_packets(index)
-        for i, packet in enumerate(packets):
-            if index == 12 and i == 0:
-                continue  # a gap: frame 12 loses its first packet
-            if index == 20:  # frame 20: truncated descriptors (the relay forwards them as is)
-                packet = RtpPacket(
-                    96, packet.sequence_number, packet.timestamp, packet.ssrc, b"\x80\x80"
-                )
+        if index == 8:  # frame 8 comes late, after frame 10 (a retransmission): it waits
+            held = packets
+            packets = []
+        if index == 11:
+            packets = held + packets
+        if index == 12:
+            packets = packets[1:]  # a gap: frame 12 loses its first packet for good
+        if index == 35:  # frame 35: truncated descriptors (the relay forwards them as is)
+            packets = [
+                RtpPacket(96, p.sequence_number, p.timestamp, p.ssrc, b"\x80\x80") for p in packets
+            ]
+        for packet in packets:
             await video.on_rtp(packet, time.time())
-            sent += 1
         await asyncio.sleep(1 / FPS)
     # the recorder's own port: garbage that is not RTP at all
     port = recorder.video_slot.port
@@ -373,13 +411,17 @@ async def test_recorder_survives_bad_packets_and_gaps(tmp_path: Path) -> None:
     await port.send(0, b"\x00\x01", 2)
     result = await recorder.stop()
     assert recorder.stats.malformed == 1
+    assert recorder.video_order.reordered >= 1 and recorder.video_order.skipped >= 1
     assert recorder.vp8.gaps >= 1 and recorder.vp8.malformed >= 1
-    assert recorder.stats.keyframe_requests >= 1 and source.keyframe_asked >= 1
+    assert recorder.stats.keyframe_requests >= 2 and source.keyframe_asked >= 2
     decoded = decode(path)
-    # every frame written decodes; frames 12.. until the keyframe asked for are not there
+    # every frame written decodes; the late one is there; 12 and 35 (and the frames after each
+    # until the keyframe asked for) are not
     assert decoded.video_frames == result.video_frames
-    assert 12 not in decoded.marks and 20 not in decoded.marks
-    assert decoded.marks[0] == 0 and max(decoded.marks) == 44
+    assert all(a < b for a, b in itertools.pairwise(decoded.marks))
+    assert decoded.marks[:12] == list(range(12))
+    assert 12 not in decoded.marks and 35 not in decoded.marks
+    assert 13 < len(decoded.marks) < 58 and max(decoded.marks) == 59
 
 
 async def test_recorder_without_media_leaves_no_file(tmp_path: Path) -> None:
