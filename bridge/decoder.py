@@ -7,10 +7,12 @@ wait (PLI at once), source switches, publisher restarts and NACK-repaired packet
 for a display, and nothing of aiortc's receiver (depacketiser, jitter buffer, decoder thread)
 runs. Then:
 
-- :class:`Vp8Depacketizer` (RFC 7741 sections 4.1–4.3) puts a frame together from its packets
-  in sequence order (S=1/PID=0 starts a frame, the marker bit ends it), waits a few frames for
-  a late or retransmitted packet, and when one stays missing gives the frame up and waits for
-  the next keyframe (asking for it), so the decoder is never fed a broken reference chain;
+- :class:`~bridge.depacketizer.ReorderBuffer` puts the packets back in sequence order,
+  waiting up to ``reorder_wait_s`` for a retransmission (the relay NACKs gaps upstream), and
+  :class:`~bridge.depacketizer.Vp8Depacketizer` (RFC 7741 sections 4.1–4.3) joins each frame's
+  payloads; a frame that a lost packet broke is dropped with everything after it until the
+  next keyframe, which is asked for at once, so the decoder is never fed a broken reference
+  chain (the same classes the recorder uses);
 - one worker thread per decoder decodes with PyAV (the GIL is released while FFmpeg
   decodes), ``thread_count=1`` (FIELD-NOTES.md: automatic threads cost more CPU on small
   pictures for nothing);
@@ -50,6 +52,7 @@ import fractions
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass
 
 import av
@@ -57,17 +60,12 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.codec.context import CodecContext
 from av.video.codeccontext import VideoCodecContext
 
+from .depacketizer import ReorderBuffer, Vp8Depacketizer
 from .publication import Publication, RelayConfig
-from .rtp import StreamRewriter, is_vp8_keyframe, parse_rtp, parse_vp8_descriptor
+from .rtp import StreamRewriter, parse_rtp
 from .slot import Slot
 
-__all__ = [
-    "DecodedVideoTrack",
-    "DecoderConfig",
-    "DecoderStats",
-    "VideoDecoder",
-    "Vp8Depacketizer",
-]
+__all__ = ["DecodedVideoTrack", "DecoderConfig", "DecoderStats", "VideoDecoder"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,14 +78,18 @@ class DecoderConfig:
 
     codec: str = "vp8"  # FFmpeg decoder name: "vp8" (native) or "libvpx"
     threads: int = 1
-    max_pending_frames: int = 6  # frames held behind a missing packet before giving up
+    reorder_window: int = 128  # packets held behind a missing one ...
+    reorder_wait_s: float = 0.1  # ... for at most this long (a retransmission's round trip)
+    keyframe_retry_frames: int = 15  # still no keyframe after this many dropped frames: ask again
     queue_frames: int = 2  # decoded frames kept for a slow reader (the newest)
 
     def __post_init__(self) -> None:
         if self.codec not in ("vp8", "libvpx"):
             raise ValueError(f"codec must be vp8 or libvpx, got {self.codec!r}")
-        if self.threads < 1 or self.max_pending_frames < 1 or self.queue_frames < 1:
-            raise ValueError("threads, max_pending_frames and queue_frames must be positive")
+        if self.threads < 1 or self.queue_frames < 1 or self.keyframe_retry_frames < 1:
+            raise ValueError("threads, queue_frames and keyframe_retry_frames must be positive")
+        if self.reorder_window < 0 or self.reorder_wait_s < 0:
+            raise ValueError("reorder_window and reorder_wait_s must not be negative")
 
 
 @dataclass(slots=True)
@@ -97,134 +99,10 @@ class DecoderStats:
     packets: int = 0
     frames_assembled: int = 0
     frames_decoded: int = 0
-    frames_given_up: int = 0  # incomplete frames dropped (a packet stayed missing)
-    frames_skipped: int = 0  # complete frames dropped while waiting for a keyframe
+    frames_dropped_broken: int = 0  # incomplete, or undecodable until the next keyframe
     decode_errors: int = 0
     keyframe_requests: int = 0
     frames_dropped: int = 0  # decoded but replaced in the track's queue by newer ones
-
-
-class Vp8Depacketizer:
-    """RTP packets of one VP8 stream in, whole encoded frames out (RFC 7741).
-
-    Sans-I/O: :meth:`push` takes one packet's sequence number, timestamp, marker bit and
-    payload (descriptor included) and returns the frames it completes, in order, as
-    ``(data, is_keyframe, timestamp)``. :attr:`needs_keyframe` turns True when a frame had to
-    be given up; the caller asks the publisher for a keyframe and clears it.
-    """
-
-    def __init__(self, max_pending_frames: int = 6) -> None:
-        self.max_pending_frames = max_pending_frames
-        self.needs_keyframe = False
-        self.given_up = 0
-        self.skipped = 0
-        # seq → (timestamp, start of frame, marker, VP8 payload without the descriptor)
-        self._packets: dict[int, tuple[int, bool, bool, bytes]] = {}
-        self._starts: dict[int, int] = {}  # timestamp → seq of its start packet
-        self._next: int | None = None  # seq the next frame must start at
-        # seqs of packets starting a keyframe, oldest first
-        self._keyframe_starts: dict[int, None] = {}
-
-    def reset(self) -> None:
-        """Forget everything: the next frame out is a keyframe."""
-        self._packets.clear()
-        self._starts.clear()
-        self._keyframe_starts.clear()
-        self._next = None
-
-    def push(
-        self, sequence_number: int, timestamp: int, marker: bool, payload: bytes
-    ) -> list[tuple[bytes, bool, int]]:
-        """Add one packet; returns the frames now complete, in order."""
-        try:
-            desc = parse_vp8_descriptor(payload)
-        except ValueError:
-            return []
-        seq = sequence_number & 0xFFFF
-        if seq in self._packets or len(payload) <= desc.size:
-            return []
-        if self._next is not None and _seq_before(seq, self._next):
-            return []  # a frame already given up or decoded
-        start = desc.start and desc.partition_id == 0
-        self._packets[seq] = (timestamp, start, marker, payload[desc.size :])
-        if start:
-            self._starts[timestamp] = seq
-            if is_vp8_keyframe(payload):
-                self._keyframe_starts[seq] = None
-        out: list[tuple[bytes, bool, int]] = []
-        while True:
-            frame = self._take_next()
-            if frame is None:
-                break
-            out.append(frame)
-        stuck = len(self._starts) > self.max_pending_frames
-        if not out and (stuck or len(self._packets) > _MAX_PACKETS):
-            self._give_up()
-            while (frame := self._take_next()) is not None:
-                out.append(frame)
-        return out
-
-    def _take_next(self) -> tuple[bytes, bool, int] | None:
-        """The frame starting at the expected sequence number, if complete."""
-        begin = self._next
-        if begin is None:
-            if not self._keyframe_starts:
-                return None
-            begin = next(iter(self._keyframe_starts))
-        first = self._packets.get(begin)
-        if first is None or not first[1]:
-            return None
-        timestamp = first[0]
-        parts = []
-        seq = begin
-        while True:
-            packet = self._packets.get(seq)
-            if packet is None or packet[0] != timestamp:
-                return None  # missing (yet), or the next frame began without a marker
-            parts.append(packet[3])
-            if packet[2]:
-                break
-            seq = (seq + 1) & 0xFFFF
-        for k in range(((seq - begin) & 0xFFFF) + 1):
-            self._packets.pop((begin + k) & 0xFFFF, None)
-        self._starts.pop(timestamp, None)
-        keyframe = begin in self._keyframe_starts
-        self._keyframe_starts.pop(begin, None)
-        self._next = (seq + 1) & 0xFFFF
-        self._drop_before(self._next)
-        return b"".join(parts), keyframe, timestamp
-
-    def _give_up(self) -> None:
-        """A packet stays missing: drop what waits and restart at the next keyframe."""
-        self.given_up += 1
-        self.needs_keyframe = True
-        keyframes = list(self._keyframe_starts)
-        if self._next is None and keyframes:
-            keyframes.pop(0)  # the keyframe we waited on is the incomplete one
-        self._next = None
-        if keyframes:
-            self._drop_before(keyframes[0])
-        else:
-            self._keyframe_starts.clear()
-            self.skipped += len(self._starts)
-            self._packets.clear()
-            self._starts.clear()
-
-    def _drop_before(self, seq: int) -> None:
-        for old in [s for s in self._packets if _seq_before(s, seq)]:
-            timestamp, start, _marker, _data = self._packets.pop(old)
-            if start and self._starts.get(timestamp) == old:
-                del self._starts[timestamp]
-            self._keyframe_starts.pop(old, None)
-
-
-#: packets held at most, whatever their frames (bounds memory when frame starts are lost)
-_MAX_PACKETS = 2048
-
-
-def _seq_before(a: int, b: int) -> bool:
-    """``a`` comes before ``b`` in 16-bit serial-number arithmetic (RFC 1982)."""
-    return a != b and ((b - a) & 0xFFFF) < 0x8000
 
 
 class DecodedVideoTrack(MediaStreamTrack):
@@ -292,7 +170,9 @@ class VideoDecoder:
         self.track = DecodedVideoTrack(self.config.queue_frames)
         self._relay_config = relay_config
         self._slot: Slot | None = None
-        self._depacketizer = Vp8Depacketizer(self.config.max_pending_frames)
+        self._reorder = self._new_reorder()
+        self._depacketizer = Vp8Depacketizer()
+        self._dropped_at_request = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._work: queue.SimpleQueue[tuple[bytes, bool, int, int] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -321,7 +201,9 @@ class VideoDecoder:
         self.stop()
         self._loop = asyncio.get_running_loop()
         self._epoch += 1
-        self._depacketizer.reset()
+        self._reorder = self._new_reorder()
+        self._depacketizer = Vp8Depacketizer()
+        self._dropped_at_request = 0
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._run, name=f"decode-{self.name}", daemon=True
@@ -363,6 +245,9 @@ class VideoDecoder:
 
     # -- packets (event loop) ---------------------------------------------------------------
 
+    def _new_reorder(self) -> ReorderBuffer:
+        return ReorderBuffer(self.config.reorder_window, self.config.reorder_wait_s)
+
     def _on_packet(self, data: bytes) -> None:
         try:
             packet = parse_rtp(data, {})
@@ -370,17 +255,18 @@ class VideoDecoder:
             return
         self.stats.packets += 1
         depacketizer = self._depacketizer
-        frames = depacketizer.push(
-            packet.sequence_number, packet.timestamp, packet.marker, packet.payload
-        )
-        for data_, keyframe, timestamp in frames:
-            self.stats.frames_assembled += 1
-            self._work.put((data_, keyframe, timestamp, self._epoch))
-        if depacketizer.needs_keyframe:
-            depacketizer.needs_keyframe = False
+        waiting = depacketizer.waiting_keyframe
+        for ordered in self._reorder.push(packet, time.monotonic()):
+            for frame in depacketizer.push(ordered):
+                self.stats.frames_assembled += 1
+                self._work.put((frame.data, frame.keyframe, frame.timestamp, self._epoch))
+        self.stats.frames_dropped_broken = depacketizer.dropped
+        if depacketizer.waiting_keyframe and (
+            not waiting
+            or depacketizer.dropped - self._dropped_at_request >= self.config.keyframe_retry_frames
+        ):
+            self._dropped_at_request = depacketizer.dropped
             self._request_keyframe()
-        self.stats.frames_given_up = depacketizer.given_up
-        self.stats.frames_skipped = depacketizer.skipped
 
     def _request_keyframe(self) -> None:
         self.stats.keyframe_requests += 1

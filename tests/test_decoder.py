@@ -1,4 +1,4 @@
-"""bridge.decoder: VP8 depacketising (RFC 7741) and decoding a publication for the wall."""
+"""bridge.decoder: decoding a publication for the wall, from the relay's RTP (RFC 7741)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
-from bridge.decoder import DecoderConfig, VideoDecoder, Vp8Depacketizer
+from bridge.decoder import DecoderConfig, VideoDecoder
 from bridge.encoder import EncoderConfig, Vp8Encoder, packetize_vp8
 from bridge.publication import Publication
 from bridge.rtp import RtpPacket
@@ -39,76 +39,6 @@ def packets(
             out.append((seq & 0xFFFF, i * FRAME_TICKS, k == len(payloads) - 1, payload))
             seq += 1
     return out
-
-
-def push_all(
-    depacketizer: Vp8Depacketizer, items: list[tuple[int, int, bool, bytes]]
-) -> list[tuple[bytes, bool, int]]:
-    frames = []
-    for item in items:
-        frames.extend(depacketizer.push(*item))
-    return frames
-
-
-def test_frames_come_out_whole_and_in_order(clip: list[tuple[bytes, bool]]) -> None:
-    items = packets(clip)
-    assert len(items) > 3 * len(clip)  # several packets per frame
-    frames = push_all(Vp8Depacketizer(), items)
-    assert [f[0] for f in frames] == [data for data, _ in clip]
-    assert [f[1] for f in frames] == [key for _, key in clip]
-    assert [f[2] for f in frames] == [i * FRAME_TICKS for i in range(len(clip))]
-
-
-def test_reordered_and_duplicated_packets_and_sequence_wrap(
-    clip: list[tuple[bytes, bool]],
-) -> None:
-    items = packets(clip, first_seq=0xFFF0)
-    shuffled = list(items)
-    for i in range(0, len(shuffled) - 3, 4):  # swap neighbours, then repeat one
-        shuffled[i], shuffled[i + 2] = shuffled[i + 2], shuffled[i]
-    shuffled.insert(5, shuffled[3])
-    frames = push_all(Vp8Depacketizer(), shuffled)
-    assert [f[0] for f in frames] == [data for data, _ in clip]
-
-
-def test_starts_at_a_keyframe(clip: list[tuple[bytes, bool]]) -> None:
-    items = packets(clip)
-    first_of_frame_2 = next(i for i, item in enumerate(items) if item[1] == 2 * FRAME_TICKS)
-    frames = push_all(Vp8Depacketizer(), items[first_of_frame_2:])
-    assert frames[0][1] and frames[0][0] == clip[6][0]  # frames 2..5 need frame 1: skipped
-    assert [f[0] for f in frames] == [data for data, _ in clip[6:]]
-
-
-def test_a_lost_packet_gives_up_the_frame_and_waits_for_a_keyframe(
-    clip: list[tuple[bytes, bool]],
-) -> None:
-    items = packets(clip)
-    lost = next(i for i, item in enumerate(items) if item[1] == 2 * FRAME_TICKS and not item[2])
-    depacketizer = Vp8Depacketizer(max_pending_frames=3)
-    frames = push_all(depacketizer, items[:lost] + items[lost + 1 :])
-    assert depacketizer.needs_keyframe
-    assert depacketizer.given_up >= 1
-    # frames 0 and 1, then nothing that depends on the broken frame 2, then the keyframe on
-    assert [f[2] // FRAME_TICKS for f in frames] == [0, 1, 6, 7, 8, 9, 10, 11]
-
-
-def test_a_late_packet_still_completes_its_frame(clip: list[tuple[bytes, bool]]) -> None:
-    items = packets(clip)
-    late = next(i for i, item in enumerate(items) if item[1] == 3 * FRAME_TICKS)
-    reordered = items[:late] + items[late + 1 : late + 8] + [items[late]] + items[late + 8 :]
-    depacketizer = Vp8Depacketizer()
-    frames = push_all(depacketizer, reordered)
-    assert [f[0] for f in frames] == [data for data, _ in clip]
-    assert not depacketizer.needs_keyframe
-
-
-def test_garbage_is_ignored(clip: list[tuple[bytes, bool]]) -> None:
-    depacketizer = Vp8Depacketizer()
-    assert depacketizer.push(1, 0, True, b"") == []
-    assert depacketizer.push(2, 0, True, b"\x90") == []  # descriptor only, truncated
-    assert depacketizer.push(3, 0, True, b"\x10") == []  # S=1 but no payload
-    frames = push_all(depacketizer, packets(clip, first_seq=10))
-    assert len(frames) == len(clip)
 
 
 class Upstream:
@@ -202,8 +132,52 @@ async def test_a_corrupt_frame_asks_for_a_keyframe_and_decoding_recovers(
     decoder.close()
 
 
+async def test_a_late_packet_still_completes_its_frame(clip: list[tuple[bytes, bool]]) -> None:
+    publication = Publication("pub", "video")
+    upstream = Upstream()
+    publication.bind(upstream)
+    decoder = VideoDecoder("pub", config=DecoderConfig(queue_frames=16))
+    decoder.start(publication)
+    items = packets(clip)
+    late = next(i for i, item in enumerate(items) if item[1] == 3 * FRAME_TICKS)
+    # a retransmission: the packet arrives after a few that followed it
+    await feed(publication, items[:late] + items[late + 1 : late + 4] + [items[late]])
+    await feed(publication, items[late + 4 :])
+    marks = [read_mark(await asyncio.wait_for(decoder.track.recv(), 10)) for _ in range(12)]
+    assert marks == list(range(12))
+    assert decoder.stats.keyframe_requests == 0
+    decoder.close()
+
+
+async def test_a_lost_packet_drops_until_the_next_keyframe_and_asks_for_one(
+    clip: list[tuple[bytes, bool]],
+) -> None:
+    publication = Publication("pub", "video")
+    upstream = Upstream()
+    publication.bind(upstream)
+    decoder = VideoDecoder(
+        "pub", config=DecoderConfig(queue_frames=16, reorder_window=4, reorder_wait_s=0.05)
+    )
+    decoder.start(publication)
+    plis = upstream.plis
+    items = packets(clip)
+    lost = next(i for i, item in enumerate(items) if item[1] == 2 * FRAME_TICKS and not item[2])
+    await feed(publication, items[:lost])
+    await asyncio.sleep(0.1)  # the retransmission never comes
+    await feed(publication, items[lost + 1 :])
+    marks = [read_mark(await asyncio.wait_for(decoder.track.recv(), 10)) for _ in range(8)]
+    assert marks == [0, 1, 6, 7, 8, 9, 10, 11]  # nothing that needs the broken frame 2
+    assert decoder.stats.keyframe_requests == 1
+    assert decoder.stats.frames_dropped_broken == 4  # frames 2..5
+    await asyncio.sleep(0.15)  # the publication sends its PLI (coalesced, maybe deferred)
+    assert upstream.plis > plis
+    decoder.close()
+
+
 def test_config_is_checked() -> None:
     with pytest.raises(ValueError):
         DecoderConfig(codec="h264")
     with pytest.raises(ValueError):
         DecoderConfig(queue_frames=0)
+    with pytest.raises(ValueError):
+        DecoderConfig(reorder_wait_s=-1)
