@@ -22,26 +22,29 @@ runs. Then:
 
 Measured on this shared 2-core machine (load average 5–8 from other jobs: compare within a
 run). ``benchmarks/wall_bench.py --decoders``: 25 decoders of the benchmark's 360p clip
-(~580 kbit/s) side by side, round robin, one thread, CPU ms per frame, 3 rounds:
+(~580 kbit/s) side by side, round robin, one thread, CPU ms per frame, medians of 3 rounds in
+each of three runs:
 
 ============================  ======================  ==========================
 decoder                       25 side by side         one alone (cache-hot)
 ============================  ======================  ==========================
-FFmpeg native ``vp8``         0.55 (0.51–0.57)        0.49
-libvpx through FFmpeg         0.64 (0.62–0.67)        0.50
+FFmpeg native ``vp8``         0.46 – 0.55             0.49
+libvpx through FFmpeg         0.55 – 0.64             0.50
 native, ``skip_loop_filter``  --                      0.34, but 30 dB drift
 ============================  ======================  ==========================
 
-So the native decoder is the default (and it handles a size change on any keyframe). Skipping
-the loop filter would save 30 %, but VP8's loop filter is in the prediction loop: the
-pictures drift from the encoder's (PSNR 32.6 dB on the keyframe, 29.7 dB 4 s later; 31.9 dB
-even scaled to the tile), and browsers send keyframes only on request: rejected.
+So the native decoder (15–20 % cheaper side by side) is the default; it also handles a size
+change on any keyframe. Skipping the loop filter would save 30 %, but VP8's loop filter is
+in the prediction loop: the pictures drift from the encoder's (PSNR 32.6 dB on the
+keyframe, 29.7 dB 4 s later; 31.9 dB even scaled to the tile), and browsers send keyframes
+only on request: rejected.
 
-End to end (``benchmarks/wall_bench.py``, 25 feeds at 30 fps, same run): decoding cost
-49.3 % of one core through this module against 65.0 % through aiortc's receive path
-(0.65 against 0.88 ms per frame), and the delay from a source frame to the wall frame that
-shows it fell from 146 to 54 ms median (aiortc's jitter buffer holds each frame until the
-next one starts: FIELD-NOTES.md).
+End to end (``benchmarks/wall_bench.py``, 25 feeds at 30 fps, this path and aiortc's in the
+same run, three runs): decoding cost 0.62–0.67 ms per frame through this module against
+0.74–0.88 ms through aiortc's receive path (46–50 % of a core against 56–65 % for the 25
+feeds), and the delay from a source frame to the wall frame that shows it fell from 95–146 ms
+to 54–80 ms median (aiortc's jitter buffer holds each frame until the next one starts:
+FIELD-NOTES.md).
 """
 
 from __future__ import annotations
