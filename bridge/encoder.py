@@ -60,18 +60,21 @@ class EncoderConfig:
     ===========================  ================  ============
     setting (5 Mbit/s, 1 thr.)   CPU ms per frame  kbit/s
     ===========================  ================  ============
-    cpu-used 6 (aiortc)          19.6 – 20.5       4400
+    cpu-used 6 (aiortc)          15.9 – 20.5       4400 – 4480
     cpu-used 10 (adaptive)       11.6 – 12.2       4740 – 4920
-    cpu-used 16                  11.6 – 11.7       5000
-    cpu-used -16 (fixed 16)      11.4 – 11.6       5000
-    cpu-used -12 (fixed 12)      12.8 – 13.0       4670
-    cpu-used -8 (fixed 8)        15.1 – 15.6       4430
+    cpu-used 16                  11.3 – 11.7       4910 – 5000
+    cpu-used -16 (fixed 16)      11.3 – 11.6       4910 – 5000
+    cpu-used -12 (fixed 12)      12.8 – 13.4       4610 – 4670
+    cpu-used -8 (fixed 8)        15.1 – 15.6       4430 – 4450
     -16, static-thresh 1000      11.6 – 11.7       5000
     -16, error-resilient         11.8 – 12.2       5130
     -16, token-parts 2           11.9 – 12.1       5000
     -16, screen-content-mode 1   11.9 – 12.3       5710
-    cpu-used 10, 2 threads       20.4 – 22.0       4950 – 6160
+    -16, 2 threads               27.6              6290
     ===========================  ================  ============
+
+    (Two sweeps; the static-thresh, error-resilient, token-parts and screen-content rows come
+    from a one-off variant of the sweep with those libvpx options added.)
 
     In realtime mode a positive ``cpu-used`` n makes libvpx pick its speed itself, aiming
     to spend (16 - n)/16 of the frame interval of *wall-clock* time, so its cost depends on
