@@ -21,7 +21,8 @@ Shape (ARCHITECTURE.md budgets):
   subscriber minus idle. The machine is shared: ``--quick`` figures are noisy. The budget is
   checked on a second estimate that a load generator starved of CPU cannot skew: CPU
   against the packets forwarded (and received) per second in the same windows, least
-  squares, times one stream's packet rate ("from packets").
+  squares, times one stream's packet rate ("from packets"); MediaRelay's likewise against
+  the bytes it delivered ("from bytes"), and the ratio budget on those two.
 - Added latency: publisher hand-off to subscriber arrival of each frame's first packet,
   matched by payload bytes, through the relay minus the same through a direct aiortc pair,
   read on the first subscriber at each subscriber count (p50 and p95 each).
@@ -575,7 +576,7 @@ async def run_relay(
 
 
 async def run_mediarelay(
-    frames: list[bytes], bitrate: int, counts: list[int], window: float
+    frames: list[bytes], bitrate: int, counts: list[int], window: float, clip_kbps: float
 ) -> dict[str, Any]:
     server = Server("mediarelay")
     gen = LoadGen(server, frames, bitrate)
@@ -587,6 +588,7 @@ async def run_mediarelay(
         points: list[tuple[int, float]] = [(0, await cpu_window(server, window))]
         probes: list[Probe] = []
         delivered: list[tuple[int, float]] = []
+        delivered_rates: list[float] = [0.0]  # kbit/s to all subscribers, per window
         for n in counts:
             while len(probes) < n:
                 probes.append((await gen.subscriber(source=pub))[1])
@@ -597,7 +599,13 @@ async def run_mediarelay(
             points.append((n, await cpu_window(server, window)))
             kbps = (sum(p.octets for p in probes) - before) * 8 / window / n / 1000
             delivered.append((n, round(kbps)))
+            delivered_rates.append(kbps * n)
         out["cpu_points"] = points
+        # The same from bytes: CPU against kbit/s delivered in each window (least squares),
+        # times the clip's rate. A starved re-encoder delivers less and costs less in the same
+        # proportion, so this holds where the count slope understates.
+        per_kbps = slope(list(zip(delivered_rates, [cpu for _, cpu in points], strict=True)))
+        out["cpu_per_subscriber_from_bytes_pct"] = per_kbps * clip_kbps
         # a starved re-encoder drops frames: then its CPU slope understates its cost
         out["delivered_kbps_per_subscriber"] = delivered
         out["cpu_per_subscriber_pct"] = slope([p for p in points if p[0] > 0])
@@ -630,10 +638,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         relay = await run_relay(profile, frames, bitrate, counts, window, trials)
         print(f"[{profile}] relay: {json.dumps(relay)}", flush=True)
         mr_counts = [1, 2] if args.quick else ([1, 2, 4] if profile == "360p" else [1, 2, 3])
-        media = await run_mediarelay(frames, bitrate, mr_counts, window)
+        media = await run_mediarelay(frames, bitrate, mr_counts, window, kbps)
         print(f"[{profile}] mediarelay: {json.dumps(media)}", flush=True)
         per_sub = relay["cpu_per_subscriber_pct"]
         ratio = media["cpu_per_subscriber_pct"] / per_sub if per_sub > 0 else float("inf")
+        per_sub = relay["cpu_per_subscriber_from_packets_pct"]
+        robust = media["cpu_per_subscriber_from_bytes_pct"]
+        ratio_robust = robust / per_sub if per_sub > 0 else float("inf")
         results["profiles"][profile] = {
             "width": width,
             "height": height,
@@ -642,6 +653,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "relay": relay,
             "mediarelay": media,
             "ratio_mediarelay_over_relay": ratio,
+            "ratio_from_rates": ratio_robust,
         }
     return results
 
@@ -656,10 +668,10 @@ def budgets(results: dict[str, Any]) -> dict[str, bool]:
             )
             delivered = r["mediarelay"]["delivered_kbps_per_subscriber"]
             starved = min(k for _, k in delivered) < 0.8 * r["clip_kbps"]
-            name = "720p >= 25x cheaper than MediaRelay"
-            if starved:  # the anchor dropped frames for want of CPU: its slope is too low
-                name += " (MediaRelay starved, ratio understated)"
-            out[name] = r["ratio_mediarelay_over_relay"] >= BUDGET_RATIO
+            name = "720p >= 25x cheaper than MediaRelay (from packets / bytes)"
+            if starved:  # the anchor dropped frames for want of CPU
+                name += " (MediaRelay starved)"
+            out[name] = r["ratio_from_rates"] >= BUDGET_RATIO
         out[f"{profile} publisher <= 2 %"] = relay["publisher_cpu_pct"] <= 2.0
         most = max(relay["latency_ms"].values(), key=lambda x: x["subscribers"])
         out[f"{profile} added latency p95 <= 10 ms ({most['subscribers']} subscribers)"] = (
@@ -699,7 +711,9 @@ def print_table(results: dict[str, Any]) -> None:
             ),
             ("  of which kernel (loopback send)", f"{relay['kernel_per_subscriber_pct']:.3f}"),
             ("MediaRelay CPU / subscriber", f"{media['cpu_per_subscriber_pct']:.2f}"),
+            ("  from bytes", f"{media['cpu_per_subscriber_from_bytes_pct']:.2f}"),
             ("MediaRelay / relay", f"{r['ratio_mediarelay_over_relay']:.0f}x"),
+            ("  from packets / bytes", f"{r['ratio_from_rates']:.0f}x"),
             ("relay CPU / publisher", f"{relay['publisher_cpu_pct']:.2f}"),
             ("relay CPU points (n:%)", _points(relay["cpu_points"])),
             ("MediaRelay CPU points (n:%)", _points(media["cpu_points"])),
