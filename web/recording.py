@@ -127,10 +127,11 @@ class RecordingGateway:
 
     def _file_name(self, conference_id: str, started: float) -> str:
         stem = f"{conference_id}-{time.strftime('%H%M%S', time.localtime(started))}"
-        name, n = f"{stem}.webm", 1
+        suffix = ".webm" if self.config.recorder.container_format == "webm" else ".mkv"
+        name, n = stem + suffix, 1
         while (self.folder / name).exists() or self._indexed(name):
             n += 1
-            name = f"{stem}-{n}.webm"
+            name = f"{stem}-{n}{suffix}"
         return name
 
     def _indexed(self, name: str) -> bool:
