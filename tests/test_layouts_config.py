@@ -123,6 +123,43 @@ async def test_the_server_offers_shipped_presets_and_stored_ones_override(
         await app.close()
 
 
+async def test_a_deleted_shipped_preset_stays_deleted_until_saved_again(
+    demo_config: HuishangConfig,
+) -> None:
+    async def operator_of(app: Huishang) -> Client:
+        token = app.config.demo_tokens[SiteId("tianhe.operator")]
+        return await Client.connect(app.signalling_url, token)
+
+    app = await Huishang.open(config=demo_config)
+    try:
+        operator = await operator_of(app)
+        await operator.request({"type": "preset_delete", "name": "四分屏"})
+        await operator.close()
+    finally:
+        await app.close()
+    app = await Huishang.open(config=demo_config)  # the shipped file still has it
+    try:
+        operator = await operator_of(app)
+        presets = operator.welcome["conference"]["presets"]
+        assert "四分屏" not in presets and "全部街道" in presets
+        single = {"kind": "1", "tiles": [{"source": "tianhe.liede"}]}
+        await operator.request({"type": "layout", "layout": single})
+        await operator.request({"type": "preset_save", "name": "四分屏"})  # back, as saved
+        await operator.close()
+    finally:
+        await app.close()
+    app = await Huishang.open(config=demo_config)
+    try:
+        operator = await operator_of(app)
+        assert "四分屏" in operator.welcome["conference"]["presets"]
+        await operator.request({"type": "preset_load", "name": "四分屏"})
+        event = await operator.next_event("layout", timeout=10)
+        assert event["layout"]["tiles"] == [{"source": "tianhe.liede"}]
+        await operator.close()
+    finally:
+        await app.close()
+
+
 async def test_a_bad_presets_file_stops_the_start(
     demo_config: HuishangConfig, tmp_path: Path
 ) -> None:

@@ -120,6 +120,8 @@ class Huishang:
         # -- layout presets: the shipped ones (layouts.toml next to the config), then the
         # store's, which override them by name. A missing file means no shipped presets.
         presets: dict[str, Layout] = load_layout_presets(config.path.parent / LAYOUTS_FILE, known)
+        for name in store.deleted_presets() & presets.keys():  # the operator deleted it
+            del presets[name]
         for name, wire in store.presets().items():
             try:
                 presets[name] = m.layout_from_wire(wire)

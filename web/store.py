@@ -105,6 +105,13 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX IF NOT EXISTS recordings_by_conference ON recordings (conference_id, started_at);
     """,
+    """
+    -- presets deleted by the operator, so a shipped one (config/layouts.toml) stays deleted
+    CREATE TABLE IF NOT EXISTS deleted_presets (
+        name       TEXT PRIMARY KEY,
+        deleted_at REAL NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
@@ -292,6 +299,7 @@ class Store:
             raise TypeError("layout must be a mapping")
         text = json.dumps(dict(layout), ensure_ascii=False, allow_nan=False, sort_keys=True)
         with self._tx() as conn:
+            conn.execute("DELETE FROM deleted_presets WHERE name = ?", (name,))
             conn.execute(
                 "INSERT INTO presets (name, layout, saved_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (name) DO UPDATE SET layout = excluded.layout,"
@@ -312,9 +320,22 @@ class Store:
         return None if row is None else dict(json.loads(row[0]))
 
     def delete_preset(self, name: str) -> bool:
-        """Delete a preset; whether it existed."""
+        """Delete a preset; whether it existed here. The name is remembered as deleted
+        (:meth:`deleted_presets`), so a shipped preset of that name stays deleted after a
+        restart, until a preset is saved under it again."""
         with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO deleted_presets (name, deleted_at) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET deleted_at = excluded.deleted_at",
+                (name, time.time()),
+            )
             return conn.execute("DELETE FROM presets WHERE name = ?", (name,)).rowcount > 0
+
+    def deleted_presets(self) -> set[str]:
+        """Names of presets deleted (and not saved again) since the store was made."""
+        with self._tx("DEFERRED") as conn:
+            rows = conn.execute("SELECT name FROM deleted_presets").fetchall()
+        return {name for (name,) in rows}
 
     # -- conferences and attendance -----------------------------------------------------------
 
