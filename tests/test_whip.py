@@ -29,7 +29,7 @@ import pytest
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamTrack
 from av import AudioFrame, VideoFrame
-from browser_support import WEBRTC_ARGS, chromium
+from browser_support import FAKE_DEVICE_ARGS, WEBRTC_ARGS, chromium
 
 from bridge.layout import Rect
 from bridge.scaler import FitMode, plan_tile
@@ -510,6 +510,68 @@ async def test_chromium_plays_the_wall_over_whep(server: Huishang, tmp_path: Pat
     decoded, width, deleted = result
     assert decoded > 10 and width == 1920 and deleted == 200
     await wait_for(lambda: gateway(server).views == {}, 10, "the view ended by DELETE")
+
+
+#: A minimal WHIP publisher in the page: the fake camera and microphone, sendonly, trickle
+#: ICE candidates sent by PATCH as they come (RFC 9725 section 4.3.1); returns the resource
+#: URL and the PATCH statuses, or an error string.
+WHIP_PUBLISHER = """async ([url, token]) => {
+  const media = await navigator.mediaDevices.getUserMedia({audio: true, video: true});
+  const pc = new RTCPeerConnection({bundlePolicy: "max-bundle"});
+  for (const track of media.getTracks()) pc.addTransceiver(track, {direction: "sendonly"});
+  const pending = [];
+  let location = null;
+  const statuses = [];
+  const patch = async (candidate) => {
+    const frag = "a=ice-ufrag:" + candidate.usernameFragment
+      + "\\r\\nm=audio 9 UDP/TLS/RTP/SAVPF 111\\r\\na=mid:0\\r\\na=" + candidate.candidate
+      + "\\r\\n";
+    const reply = await fetch(location, {method: "PATCH", body: frag, headers: {
+      "Content-Type": "application/trickle-ice-sdpfrag", "Authorization": "Bearer " + token}});
+    statuses.push(reply.status);
+  };
+  pc.onicecandidate = (e) => {
+    if (!e.candidate || !e.candidate.candidate) return;
+    if (location) patch(e.candidate); else pending.push(e.candidate);
+  };
+  await pc.setLocalDescription(await pc.createOffer());
+  const reply = await fetch(url, {method: "POST", body: pc.localDescription.sdp,
+    headers: {"Content-Type": "application/sdp", "Authorization": "Bearer " + token}});
+  if (reply.status !== 201) return "POST " + reply.status + " " + await reply.text();
+  location = new URL(reply.headers.get("Location"), url).href;
+  await pc.setRemoteDescription({type: "answer", sdp: await reply.text()});
+  for (const candidate of pending) await patch(candidate);
+  for (let i = 0; i < 100 && pc.connectionState !== "connected"; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  window.whipPc = pc;
+  return [location, pc.connectionState, statuses];
+}"""
+
+
+@pytest.mark.timeout(90)
+async def test_chromium_publishes_over_whip_with_trickle(server: Huishang, tmp_path: Path) -> None:
+    async with chromium(str(tmp_path / "profile"), FAKE_DEVICE_ARGS) as context:
+        page = await context.new_page()
+        await page.goto(server.web_url + "/status")
+        result = await page.evaluate(
+            WHIP_PUBLISHER, [server.web_url + "/whip", token(server, LIEDE)]
+        )
+        assert isinstance(result, list), result
+        location, state, statuses = result
+        assert state == "connected" and statuses and set(statuses) == {204}, result
+        await wait_for(lambda: online(server, LIEDE), 10, "猎德街 online from the browser")
+        (ingest,) = gateway(server).ingests.values()
+        assert ingest.publisher.codecs == {"audio": "opus", "video": "VP8"}
+        # its camera is forwarded: a WHEP viewer decodes it
+        viewer = await whep_viewer(server, LIEDE, OPERATOR)
+        try:
+            await wait_for(lambda: len(viewer.marks) > 10, 20, "the browser's camera over WHEP")
+            assert viewer.latest is not None and viewer.latest.width > 0
+        finally:
+            await viewer.close()
+        gone = await http("DELETE", location, headers=bearer(server, LIEDE))
+        assert gone.status == 200 and not online(server, LIEDE)
 
 
 async def test_a_vanished_publisher_goes_offline_without_delete(server: Huishang) -> None:
