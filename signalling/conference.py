@@ -252,6 +252,17 @@ class Conference:
         self._replan(out)
         return out
 
+    def set_recording(self, on: bool, now: float) -> Outcome:
+        """The server turns recording on or off itself (the recorder could not start, or
+        the disk failed): everyone is told, as when the chair flips the switch."""
+        out = Outcome()
+        if self.recording != on:
+            self.recording = on
+            out.facts.append(RecordingChanged(on, now))
+            out.broadcast({"type": "recording", "on": on})
+        self._replan(out)
+        return out
+
     def set_media(self, session_id: SessionId, slots: Iterable[str]) -> Outcome:
         """The session's media is up with these receive slots; tell it what they carry."""
         out = Outcome()

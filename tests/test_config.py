@@ -592,3 +592,29 @@ def test_uplink_must_be_a_table(tmp_path: Path) -> None:
     assert (error.key, error.problem) == ("uplink", "expected a table, got an integer (5)")
     error = fails(write(tmp_path, MAIN + "\n[uplnk]\n", sites=sites))
     assert error.key == "uplnk" and "did you mean 'uplink'" in error.problem
+
+
+def test_recording_source(tmp_path: Path, demo: HuishangConfig) -> None:
+    assert demo.recording_source == "wall"
+    assert load_config(write(tmp_path)).recording_source is None
+    path = write(tmp_path, MAIN + '\n[recording]\nsource = "programme"\n')
+    assert load_config(path).recording_source == "programme"
+    with pytest.raises(ConfigError, match=r"recording\.source: must not be empty"):
+        load_config(write(tmp_path, MAIN + '\n[recording]\nsource = " "\n'))
+    with pytest.raises(ConfigError, match=r"recording\.sauce"):
+        load_config(write(tmp_path, MAIN + '\n[recording]\nsauce = "wall"\n'))
+
+
+async def test_an_unknown_recording_source_stops_the_start(demo: HuishangConfig) -> None:
+    import dataclasses
+
+    from web.app import Huishang
+
+    config = dataclasses.replace(
+        demo,
+        recording_source="studio",
+        web=dataclasses.replace(demo.web, port=0),
+        signalling=dataclasses.replace(demo.signalling, port=0),
+    )
+    with pytest.raises(ConfigError, match=r"recording\.source: 'studio' is not one of"):
+        await Huishang.open(config=config)

@@ -785,3 +785,24 @@ async def test_unfinished_entries_are_completed_at_start(demo_config: HuishangCo
 if __name__ == "__main__":  # the process test_recorder_killed_mid_way... kills
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_record_until_killed(Path(sys.argv[1])))
+
+
+async def test_a_recorder_that_cannot_start_turns_recording_off_everywhere(
+    demo_config: HuishangConfig,
+) -> None:
+    app = await Huishang.open(config=demo_config)
+    (demo_config.data_dir / "recordings").write_text("not a folder")  # the disk refuses
+    token = app.token_for(SiteId(CHAIR))
+    assert token is not None
+    chair = await Client.connect(app.signalling_url, token)
+    try:
+        await chair.request({"type": "record", "on": True})
+        await chair.next_event("recording", where=lambda e: e["on"] is True)
+        off = await chair.next_event("recording", where=lambda e: e["on"] is False)
+        assert off == {"type": "recording", "on": False}
+        assert app.conference.recording is False
+        assert gateway_of(app).active is None
+        assert app.store.recordings() == []  # no row for a file that was never made
+    finally:
+        await chair.close()
+        await app.close()

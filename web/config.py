@@ -179,6 +179,9 @@ class HuishangConfig:
     cameras: Mapping[SiteId, CameraSettings] = field(default_factory=lambda: MappingProxyType({}))
     #: The cascade uplink to an upper-level server; None: this server links up to nobody.
     uplink: UplinkSettings | None = None
+    #: ``[recording] source``: what the chair's record switch records: a wall output id or
+    #: "programme" (floor holder or chair); None: the first wall output.
+    recording_source: str | None = None
 
     def site(self, site_id: str) -> Site:
         """The site with this id (:class:`KeyError` if none)."""
@@ -230,6 +233,9 @@ def load_config(path: Path, *, data_dir_override: Path | None = None) -> Huishan
     demo = top.table("demo")
     tokens_path = demo.optional_path("tokens_file")
     demo.finish()
+    recording = top.table("recording")
+    recording_source = recording.optional_string("source")  # checked against the outputs
+    recording.finish()
     has_uplink = top.has("uplink")
     uplink_table = top.table("uplink")  # (read even when absent: a near miss gets a hint)
     top.finish()
@@ -253,6 +259,7 @@ def load_config(path: Path, *, data_dir_override: Path | None = None) -> Huishan
         demo_tokens=MappingProxyType(demo_tokens),
         cameras=MappingProxyType(cameras),
         uplink=uplink,
+        recording_source=recording_source,
     )
 
 

@@ -48,6 +48,7 @@ from aiohttp import web
 from bridge.recorder import Recorder, RecorderConfig
 from signalling import conference as conf
 from signalling.model import Role
+from web.config import ConfigError
 from web.gateway import Gateway
 from web.store import RecordingEntry
 
@@ -116,6 +117,10 @@ class RecordingGateway:
                     await self._stop()
             except Exception:
                 logger.exception("recording could not be %s", "started" if on else "stopped")
+                if on and self.active is None and not self.closed:
+                    # nothing is being recorded: say so everywhere instead of a red dot that lies
+                    conference = self.app.conference
+                    self.app.signalling.deliver(conference.set_recording(False, time.time()))
 
     def source_id(self) -> str:
         """What is recorded: :data:`PROGRAMME` or a wall output id."""
@@ -291,7 +296,14 @@ def _dumps(obj: Any) -> str:
 async def start(app: Huishang, aio: web.Application) -> Gateway:
     """The gateway entry point (:mod:`web.gateway`): listen for the record switch, add the
     routes, complete what a previous process left unfinished."""
-    gateway = RecordingGateway(app)
+    source = app.config.recording_source
+    outputs = app.conference.config.outputs
+    if source is not None and source != PROGRAMME and source not in outputs:
+        choices = ", ".join(repr(o) for o in (PROGRAMME, *outputs))
+        raise ConfigError(
+            app.config.path, "recording.source", f"{source!r} is not one of {choices}"
+        )
+    gateway = RecordingGateway(app, RecordingConfig(source=source))
     gateway.recover()
     app.fact_listeners.append(gateway.on_facts)
     aio.router.add_get("/api/recordings", gateway.list_recordings)
