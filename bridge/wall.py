@@ -207,6 +207,12 @@ class WallOutput:
         self.compositor.remove(source_id)
 
     @property
+    def fps(self) -> int:
+        """The compose rate now: ``fps``, or ``large_layout_fps`` for a big layout."""
+        sources = sum(1 for tile in self.compositor.tiles if tile.source_id is not None)
+        return self.config.fps_for(sources)
+
+    @property
     def watched(self) -> bool:
         """True while some slot carries this output or waits for its keyframe."""
         return bool(self.publication.slots)
@@ -268,8 +274,7 @@ class WallOutput:
         loop = asyncio.get_running_loop()
         next_at = self._clock()
         while True:
-            sources = sum(1 for tile in self.compositor.tiles if tile.source_id is not None)
-            period = 1.0 / self.config.fps_for(sources)
+            period = 1.0 / self.fps
             now = self._clock()
             if next_at > now:
                 await asyncio.sleep(next_at - now)
