@@ -417,6 +417,36 @@ async def test_vp8_publisher_is_forwarded_and_watched_over_whep(server: Huishang
         await publisher.close()
 
 
+async def test_a_terminal_watched_over_whep_is_not_paused(server: Huishang) -> None:
+    from bridge.testkit import LoopbackClient
+
+    terminal = await Client.connect(server.signalling_url, token(server, LIEDE))
+    media = LoopbackClient()
+    media.send(MarkedVideoTrack(9, SRC_W, SRC_H), audio=True)
+    await media.pc.setLocalDescription(await media.pc.createOffer())
+    reply = await terminal.request({"type": "offer", "sdp": media.pc.localDescription.sdp})
+    await media.pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+
+    def paused(video: bool) -> Callable[[dict[str, object]], bool]:
+        return lambda e: e["video"] is video
+
+    viewer: Viewer | None = None
+    try:
+        await terminal.next_event("pause", where=paused(True))  # nobody shows 猎德街
+        viewer = await whep_viewer(server, LIEDE, CHAIR)
+        await terminal.next_event("pause", where=paused(False))  # the viewer needs it
+        await wait_for(lambda: len(viewer.marks) > 5, 20, "the WHEP viewer decodes 猎德街")
+        assert {m >> 12 for m in viewer.marks[-3:]} == {9}
+        bye = await http("DELETE", server.web_url + viewer.location, headers=bearer(server, CHAIR))
+        assert bye.status == 200
+        await terminal.next_event("pause", where=paused(True))  # nobody again
+    finally:
+        if viewer is not None:
+            await viewer.close()
+        await media.close()
+        await terminal.close()
+
+
 async def test_whep_viewer_receives_the_wall_output(server: Huishang, operator: Client) -> None:
     publisher = await whip_publisher(server, LIEDE, 7)
     viewer = await whep_viewer(server, "wall", ZHUJI)  # a terminal may watch the wall

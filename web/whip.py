@@ -146,6 +146,7 @@ class _View:
     viewer: WhepViewer
     etag: str
     programme_key: str | None = None
+    watches_site: bool = False  # Conference.want_source keeps the watched site un-paused
     ended: bool = False
 
 
@@ -428,6 +429,10 @@ class WhipGateway:
                 audio=viewer.audio,
                 minus=site_id,
             )
+        else:  # one site: it must not be paused while only this viewer watches it
+            view.watches_site = True
+            outcome = conference.want_source(f"whep-{resource}", SiteId(source), True)
+            self.app.signalling.deliver(outcome)
         self._route(view)
         logger.info("WHEP %s: %s watches %s", resource, site_id, source)
         return self._created(answer, f"/whep/{source}/{resource}", view.etag)
@@ -460,6 +465,10 @@ class WhipGateway:
         if view.programme_key is not None:
             self.media.drop_programme(view.programme_key)
             outcome = self.app.conference.want_programme(view.programme_key, False)
+            self.app.signalling.deliver(outcome)
+        if view.watches_site:
+            source = SiteId(view.source)
+            outcome = self.app.conference.want_source(f"whep-{view.id}", source, False)
             self.app.signalling.deliver(outcome)
         await view.viewer.close(reason)
 
