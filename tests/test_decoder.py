@@ -52,6 +52,21 @@ class Upstream:
         pass
 
 
+def started(
+    reorder_window: int = 128, reorder_wait_s: float = 0.1
+) -> tuple[Publication, Upstream, VideoDecoder]:
+    """A publication with a decoder on it (frames kept for the test to read)."""
+    publication = Publication("pub", "video")
+    upstream = Upstream()
+    publication.bind(upstream)
+    config = DecoderConfig(
+        queue_frames=16, reorder_window=reorder_window, reorder_wait_s=reorder_wait_s
+    )
+    decoder = VideoDecoder("pub", config=config)
+    decoder.start(publication)
+    return publication, upstream, decoder
+
+
 async def feed(publication: Publication, items: list[tuple[int, int, bool, bytes]]) -> None:
     for seq, timestamp, marker, payload in items:
         packet = RtpPacket(96, seq, timestamp, 1234, payload, marker)
@@ -61,11 +76,7 @@ async def feed(publication: Publication, items: list[tuple[int, int, bool, bytes
 async def test_decoder_yields_marked_frames_from_the_next_keyframe(
     clip: list[tuple[bytes, bool]],
 ) -> None:
-    publication = Publication("pub", "video")
-    upstream = Upstream()
-    publication.bind(upstream)
-    decoder = VideoDecoder("pub", config=DecoderConfig(queue_frames=16))
-    decoder.start(publication)
+    publication, upstream, decoder = started()
     assert upstream.plis == 1  # a keyframe is asked for at once
     items = packets(clip)
     await feed(publication, [i for i in items if 1 <= i[1] // FRAME_TICKS < 6])  # no keyframe
@@ -85,11 +96,8 @@ async def test_decoder_yields_marked_frames_from_the_next_keyframe(
 async def test_stopped_decoder_decodes_nothing_and_restarts_at_a_keyframe(
     clip: list[tuple[bytes, bool]],
 ) -> None:
-    publication = Publication("pub", "video")
-    publication.bind(Upstream())
-    decoder = VideoDecoder("pub", config=DecoderConfig(queue_frames=16))
+    publication, _upstream, decoder = started()
     track = decoder.track
-    decoder.start(publication)
     items = packets(clip)
     await feed(publication, [i for i in items if i[1] // FRAME_TICKS < 3])
     assert read_mark(await asyncio.wait_for(track.recv(), 10)) == 0
@@ -114,11 +122,7 @@ async def test_stopped_decoder_decodes_nothing_and_restarts_at_a_keyframe(
 async def test_a_corrupt_frame_asks_for_a_keyframe_and_decoding_recovers(
     clip: list[tuple[bytes, bool]],
 ) -> None:
-    publication = Publication("pub", "video")
-    upstream = Upstream()
-    publication.bind(upstream)
-    decoder = VideoDecoder("pub", config=DecoderConfig(queue_frames=16))
-    decoder.start(publication)
+    publication, _upstream, decoder = started()
     items = packets(clip)
     keyframe = [i for i in items if i[1] == 0]
     # a keyframe whose data is garbage after the descriptor and the 3-byte frame tag
@@ -133,11 +137,7 @@ async def test_a_corrupt_frame_asks_for_a_keyframe_and_decoding_recovers(
 
 
 async def test_a_late_packet_still_completes_its_frame(clip: list[tuple[bytes, bool]]) -> None:
-    publication = Publication("pub", "video")
-    upstream = Upstream()
-    publication.bind(upstream)
-    decoder = VideoDecoder("pub", config=DecoderConfig(queue_frames=16))
-    decoder.start(publication)
+    publication, _upstream, decoder = started()
     items = packets(clip)
     late = next(i for i, item in enumerate(items) if item[1] == 3 * FRAME_TICKS)
     # a retransmission: the packet arrives after a few that followed it
@@ -152,13 +152,7 @@ async def test_a_late_packet_still_completes_its_frame(clip: list[tuple[bytes, b
 async def test_a_lost_packet_drops_until_the_next_keyframe_and_asks_for_one(
     clip: list[tuple[bytes, bool]],
 ) -> None:
-    publication = Publication("pub", "video")
-    upstream = Upstream()
-    publication.bind(upstream)
-    decoder = VideoDecoder(
-        "pub", config=DecoderConfig(queue_frames=16, reorder_window=4, reorder_wait_s=0.05)
-    )
-    decoder.start(publication)
+    publication, upstream, decoder = started(reorder_window=4, reorder_wait_s=0.05)
     plis = upstream.plis
     items = packets(clip)
     lost = next(i for i, item in enumerate(items) if item[1] == 2 * FRAME_TICKS and not item[2])
