@@ -483,3 +483,18 @@ async def test_remb_sets_the_wall_bitrate_within_limits_and_not_too_often() -> N
         assert output.remb == 50_000_000
     finally:
         await output.close()
+
+
+def test_encoder_config_is_checked() -> None:
+    assert EncoderConfig(bitrate=5_000_000).lowest_bitrate == 1_000_000
+    assert EncoderConfig(bitrate=300_000).lowest_bitrate == 100_000
+    for bad in (
+        {"min_bitrate": 6_000_000},  # above bitrate
+        {"min_bitrate": 50_000},
+        {"cpu_used": -17},
+        {"qmax": 64},
+    ):
+        with pytest.raises(ValueError):
+            EncoderConfig(**bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        WallConfig(bitrate_step=1.0)
