@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from dataclasses import dataclass, field
 
 from aiortc import (
@@ -27,26 +26,22 @@ from aiortc import (
     RTCIceServer,
     RTCPeerConnection,
     RTCRtpReceiver,
-    RTCRtpSender,
     RTCRtpTransceiver,
     RTCSessionDescription,
     sdp,
 )
 
-from .aiortc_adapter import ReceiverTap, SenderPort, SlotTrack, set_stream_id
+from .aiortc_adapter import ReceiverTap, SlotTrack, set_stream_id
 from .decoder import DecoderConfig, VideoDecoder
 from .errors import IceCandidateError, OfferError, UnsupportedCodecError
+from .leg import SUPPORTED_CODECS, codec_preferences, publish_receiver, subscribe_sender
 from .publication import Publication
 from .relay import Relay
-from .rtp import StreamRewriter
 from .slot import Slot
 
 __all__ = ["SUPPORTED_CODECS", "Answer", "Peer", "PeerConfig"]
 
 logger = logging.getLogger(__name__)
-
-#: media kind → the one codec the relay forwards for it
-SUPPORTED_CODECS = {"video": "VP8", "audio": "opus"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +79,6 @@ def _check_offer(description: sdp.SessionDescription) -> None:
         names = [c.name for c in m.rtp.codecs]
         if wanted not in (n.lower() for n in names) and _direction(m) != "inactive":
             raise UnsupportedCodecError(m.kind, m.rtp.muxId, names)
-
-
-def _codec_preferences(kind: str) -> list[object]:
-    wanted = {f"{kind}/{SUPPORTED_CODECS[kind]}".lower(), f"{kind}/rtx"}
-    caps = RTCRtpSender.getCapabilities(kind).codecs
-    return [c for c in caps if c.mimeType.lower() in wanted]
 
 
 async def _validate_with_aiortc(offer_sdp: str) -> None:
@@ -255,7 +244,7 @@ class Peer:
                 created = self.pc.addTransceiver(SlotTrack(media.kind), direction="sendrecv")
             else:
                 created = self.pc.addTransceiver(media.kind, direction="recvonly")
-            created.setCodecPreferences(_codec_preferences(media.kind))  # type: ignore[arg-type]
+            created.setCodecPreferences(codec_preferences(media.kind))
 
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
@@ -298,15 +287,9 @@ class Peer:
         return next((t for t in self.pc.getTransceivers() if t.mid == mid), None)
 
     def _publish(self, mid: str, kind: str, receiver: RTCRtpReceiver, decode: bool) -> None:
-        publication = self.relay.create_publication(f"{self.id}/{mid}", kind)
-        tap = ReceiverTap(
-            receiver,
-            on_rtp=publication.on_rtp,
-            on_sender_report=publication.on_sender_report,
-            decode=decode,
+        publication, tap = publish_receiver(
+            self.relay, f"{self.id}/{mid}", kind, receiver, decode=decode
         )
-        tap.install(kind)
-        publication.bind(tap)
         self._taps[mid] = tap
         self._publications[mid] = publication
 
@@ -329,36 +312,7 @@ class Peer:
         transceiver: RTCRtpTransceiver,
     ) -> None:
         mid = offered.rtp.muxId
-        kind = offered.kind
-        codec = next(
-            c for c in answered.rtp.codecs if c.name.lower() == SUPPORTED_CODECS[kind].lower()
-        )
-        if codec.payloadType is None:
-            raise OfferError(f"the answer has no payload type for {codec.name}")
-        ext_ids = {ext.uri: ext.id for ext in answered.rtp.headerExtensions}
-        slot = self.relay.create_slot(f"{self.id}/{mid}", kind)
-        config = self.relay.config
-        port = SenderPort(
-            transceiver.sender,
-            history_size=(
-                config.video_history_packets if kind == "video" else config.audio_history_packets
-            ),
-            on_keyframe_request=slot.request_keyframe,
-            on_remb=slot.on_remb,
-            sender_report=slot.sender_report,
-        )
-        rewriter = StreamRewriter(
-            ssrc=port.ssrc,
-            payload_type=codec.payloadType,
-            clock_rate=codec.clockRate,
-            vp8=kind == "video",
-            extension_ids=ext_ids,
-            mid=mid,
-            initial_sequence=random.getrandbits(15),
-            initial_timestamp=random.getrandbits(32),
-            initial_picture_id=random.getrandbits(15),
-        )
-        slot.connect(port, rewriter)
+        slot, _ = subscribe_sender(self.relay, f"{self.id}/{mid}", transceiver, answered)
         self._slots[mid] = slot
 
     async def add_ice_candidate(self, candidate: str | None) -> None:

@@ -85,6 +85,22 @@ class Relay:
             raise ValueError(f"{publication!r} does not belong to this relay")
         slot.switch(publication)
 
+    def follow(self, slot: Slot, publication: Publication | None) -> None:
+        """:meth:`route`, for callers that re-apply a plan after every change: nothing
+        happens when *slot* already carries *publication* or waits for its keyframe; a closed
+        slot (its connection ended) is left alone, a closed publication counts as none, and
+        a slot or publication of another relay is logged, never raised."""
+        if slot.closed:
+            return
+        if publication is not None and publication.closed:
+            publication = None
+        if slot.source is publication or (publication is not None and slot.pending is publication):
+            return
+        try:
+            self.route(slot, publication)
+        except ValueError:
+            logger.exception("cannot route %r to %r", publication, slot)
+
     def close(self) -> None:
         """Close every slot and publication (idempotent)."""
         if self.closed:

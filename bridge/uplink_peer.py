@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable
 
@@ -38,7 +37,6 @@ from aiortc import (
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
-    RTCRtpSender,
     RTCRtpTransceiver,
     RTCSessionDescription,
     sdp,
@@ -47,10 +45,10 @@ from aiortc import (
 from .aiortc_adapter import ReceiverTap, SenderPort, SlotTrack
 from .decoder import VideoDecoder
 from .errors import OfferError
-from .peer import SUPPORTED_CODECS, PeerConfig
+from .leg import codec_preferences, publish_receiver, subscribe_sender
+from .peer import PeerConfig
 from .publication import Publication
 from .relay import Relay
-from .rtp import StreamRewriter
 from .slot import Slot
 
 __all__ = ["UplinkPeer"]
@@ -58,12 +56,6 @@ __all__ = ["UplinkPeer"]
 logger = logging.getLogger(__name__)
 
 _KINDS = ("audio", "video")  # PROTOCOL.md "Media": audio first, then video
-
-
-def _codec_preferences(kind: str) -> list[object]:
-    wanted = {f"{kind}/{SUPPORTED_CODECS[kind]}".lower(), f"{kind}/rtx"}
-    caps = RTCRtpSender.getCapabilities(kind).codecs
-    return [c for c in caps if c.mimeType.lower() in wanted]
 
 
 class UplinkPeer:
@@ -195,7 +187,7 @@ class UplinkPeer:
             track = SlotTrack(kind)
             self._tracks[kind] = track
             transceiver = self.pc.addTransceiver(track, direction="sendrecv")
-            transceiver.setCodecPreferences(_codec_preferences(kind))  # type: ignore[arg-type]
+            transceiver.setCodecPreferences(codec_preferences(kind))
             self._transceivers[kind] = transceiver
         await self.pc.setLocalDescription(await self.pc.createOffer())
         return str(self.pc.localDescription.sdp)
@@ -213,14 +205,9 @@ class UplinkPeer:
             raise OfferError(f"cannot parse the answer: {exc}") from exc
         # install the taps first: RTP may follow the DTLS handshake at once
         for kind, transceiver in self._transceivers.items():
-            publication = self.relay.create_publication(f"{self.id}/{transceiver.mid}", kind)
-            tap = ReceiverTap(
-                transceiver.receiver,
-                on_rtp=publication.on_rtp,
-                on_sender_report=publication.on_sender_report,
+            publication, tap = publish_receiver(
+                self.relay, f"{self.id}/{transceiver.mid}", kind, transceiver.receiver
             )
-            tap.install(kind)
-            publication.bind(tap)
             self._taps[kind] = tap
             self._publications[kind] = publication
         try:
@@ -242,33 +229,9 @@ class UplinkPeer:
     def _connect_slot(
         self, kind: str, transceiver: RTCRtpTransceiver, answered: sdp.MediaDescription
     ) -> None:
-        wanted = SUPPORTED_CODECS[kind].lower()
-        codec = next((c for c in answered.rtp.codecs if c.name.lower() == wanted), None)
-        if codec is None or codec.payloadType is None:
-            raise OfferError(f"the answer has no {SUPPORTED_CODECS[kind]} for {kind}")
-        slot = self.relay.create_slot(f"{self.id}/{transceiver.mid}", kind)
-        config = self.relay.config
-        port = SenderPort(
-            transceiver.sender,
-            history_size=(
-                config.video_history_packets if kind == "video" else config.audio_history_packets
-            ),
-            on_keyframe_request=slot.request_keyframe,
-            on_remb=slot.on_remb,
-            sender_report=slot.sender_report,
+        slot, port = subscribe_sender(
+            self.relay, f"{self.id}/{transceiver.mid}", transceiver, answered
         )
-        rewriter = StreamRewriter(
-            ssrc=port.ssrc,
-            payload_type=codec.payloadType,
-            clock_rate=codec.clockRate,
-            vp8=kind == "video",
-            extension_ids={ext.uri: ext.id for ext in answered.rtp.headerExtensions},
-            mid=transceiver.mid,
-            initial_sequence=random.getrandbits(15),
-            initial_timestamp=random.getrandbits(32),
-            initial_picture_id=random.getrandbits(15),
-        )
-        slot.connect(port, rewriter)
         self._slots[kind] = slot
         self._ports[kind] = port
 

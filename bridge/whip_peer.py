@@ -50,6 +50,7 @@ from av import VideoFrame
 from .aiortc_adapter import ReceiverTap
 from .encoder import EncoderConfig
 from .errors import IceCandidateError, OfferError, UnsupportedCodecError
+from .leg import codec_preferences, publish_receiver
 from .peer import Peer, PeerConfig
 from .publication import Publication
 from .relay import Relay
@@ -163,12 +164,6 @@ def _remote_ufrag(description: sdp.SessionDescription) -> str | None:
         if media.ice is not None and media.ice.usernameFragment:
             return str(media.ice.usernameFragment)
     return None
-
-
-def _codec_preferences(kind: str, codec: str) -> list[object]:
-    wanted = {f"{kind}/{codec}".lower(), f"{kind}/rtx"}
-    caps = RTCRtpReceiver.getCapabilities(kind)
-    return [c for c in (caps.codecs if caps else []) if c.mimeType.lower() in wanted]
 
 
 def _ice_servers(config: PeerConfig) -> list[RTCIceServer]:
@@ -363,7 +358,7 @@ class WhipPublisher:
 
         for _, kind, codec in wanted:
             created = self.pc.addTransceiver(kind, direction="recvonly")
-            created.setCodecPreferences(_codec_preferences(kind, codec))  # type: ignore[arg-type]
+            created.setCodecPreferences(codec_preferences(kind, codec))
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
         except Exception as exc:
@@ -398,14 +393,7 @@ class WhipPublisher:
             self._decoded = _LatestFrameTrack()
             self._reader = asyncio.ensure_future(self._transcode(receiver.track))
             return
-        publication = self.relay.create_publication(f"{self.id}/{kind}", kind)
-        tap = ReceiverTap(
-            receiver,
-            on_rtp=publication.on_rtp,
-            on_sender_report=publication.on_sender_report,
-        )
-        tap.install(kind)
-        publication.bind(tap)
+        publication, tap = publish_receiver(self.relay, f"{self.id}/{kind}", kind, receiver)
         self._taps[kind] = tap
         self.publications[kind] = publication
 
@@ -565,16 +553,8 @@ class WhepViewer:
         self._route(self.audio, publication)
 
     def _route(self, slot: Slot | None, publication: Publication | None) -> None:
-        if slot is None or slot.closed:
-            return
-        if publication is not None and publication.closed:
-            publication = None
-        if slot.source is publication or (publication is not None and slot.pending is publication):
-            return
-        try:
-            self.relay.route(slot, publication)
-        except ValueError:
-            logger.exception("%r: cannot route %r", self, publication)
+        if slot is not None:
+            self.relay.follow(slot, publication)
 
     async def add_ice_candidate(self, candidate: str | None) -> None:
         """A trickled candidate ``candidate:...`` (None: end of candidates)."""

@@ -180,16 +180,16 @@ class MediaBridge:
             for slot_name, source in route.video.items():
                 slot = peer.slot(slot_name, "video")
                 if slot is not None:
-                    self._route(slot, self.publication(source, "video"))
+                    self.relay.follow(slot, self.publication(source, "video"))
             slot = peer.slot("main", "audio")
             if slot is not None:
-                self._route(slot, self._programme_audio(route.audio, mixed))
+                self.relay.follow(slot, self._programme_audio(route.audio, mixed))
         for video_slot, audio_slot, minus in tuple(self._programme_slots.values()):
             programme = plan.programme_for(minus)
             if video_slot is not None:
-                self._route(video_slot, self.publication(programme.video["main"], "video"))
+                self.relay.follow(video_slot, self.publication(programme.video["main"], "video"))
             if audio_slot is not None:
-                self._route(audio_slot, self._programme_audio(programme.audio, mixed))
+                self.relay.follow(audio_slot, self._programme_audio(programme.audio, mixed))
         if self.mixer is not None:
             self.mixer.update(mixed)
         for listener in tuple(self.listeners):
@@ -208,15 +208,3 @@ class MediaBridge:
             return self.publication(live[-1], "audio") if live else None  # floor, else chair
         mixed.update((s, self.source_of(s)) for s in live)
         return self.mixer.publication
-
-    def _route(self, slot: Any, publication: Publication | None) -> None:
-        if slot.closed:  # its peer connection ended (e.g. ICE consent expired)
-            return
-        if publication is not None and publication.closed:
-            publication = None
-        if slot.source is publication or (publication is not None and slot.pending is publication):
-            return
-        try:
-            self.relay.route(slot, publication)
-        except ValueError:
-            logger.exception("cannot route %r to %r", publication, slot)

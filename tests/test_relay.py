@@ -602,3 +602,29 @@ async def test_payload_types_and_extension_ids_are_mapped_per_peer(
     assert ours and all(p.payload_type == 100 for p in ours)
     assert all(p.extensions.get(EXT_MID) == mid.encode() for p in ours)
     assert all(EXT_ABS_SEND_TIME in p.extensions for p in ours)
+
+
+async def test_follow_routes_once_and_tolerates_closed_and_foreign_parts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    relay, other = Relay(), Relay()
+    slot = relay.create_slot("s", "video")
+    first = relay.create_publication("p1", "video")
+    relay.follow(slot, first)
+    assert slot.pending is first  # waits for first's keyframe
+    requested = first.plis_sent
+    relay.follow(slot, first)  # already waiting for it: nothing new (no second switch)
+    assert slot.pending is first and first.plis_sent == requested
+    first.close()
+    relay.follow(slot, first)  # a closed publication counts as none
+    assert slot.source is None and slot.pending is None
+    foreign = other.create_publication("p2", "video")
+    with caplog.at_level(logging.ERROR, logger="bridge.relay"):
+        relay.follow(slot, foreign)  # logged, not raised: the plan goes on
+    assert "cannot route" in caplog.text and slot.pending is None
+    slot.close()
+    second = relay.create_publication("p3", "video")
+    relay.follow(slot, second)  # a closed slot is left alone
+    assert slot.pending is None and slot.source is None
+    relay.close()
+    other.close()

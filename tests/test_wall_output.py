@@ -251,16 +251,24 @@ async def test_a_vanished_publisher_shows_the_placeholder_while_others_update(
             return read_mark_in(wall.luma(), lost) >> 12 != TAGS[XIANCUN]
 
         await wait_for(placeholder_shown, 20, "the vanished source's tile changes")
-        await asyncio.sleep(1.0)  # let the placeholder settle (VP8 refines it)
-        before, marks_before = wall.luma(), await tile_marks(wall, tiles)
-        count = wall.frames
-        await asyncio.sleep(1.5)
-        await wait_for(lambda: wall.frames > count + 10, 15, "the wall keeps coming")
-        after, marks_after = wall.luma(), await tile_marks(wall, tiles)
         t = tiles[1]
         region = (slice(t.y, t.y + t.h), slice(t.x, t.x + t.w))
-        diff = np.abs(before[region].astype(np.int16) - after[region].astype(np.int16))
-        assert diff.mean() < 2.0, diff.mean()  # the placeholder stands still
+        # The placeholder stands still: "no signal" after 2 s, then "offline" once the
+        # connection is known gone (later on a loaded machine), then no change at all.
+        # Two pictures 1.5 s apart must agree within a few tries while the wall keeps coming.
+        diffs: list[float] = []
+        for _ in range(6):
+            await asyncio.sleep(1.0)  # let the placeholder settle (VP8 refines it)
+            before, marks_before = wall.luma(), await tile_marks(wall, tiles)
+            count = wall.frames
+            await asyncio.sleep(1.5)
+            await wait_for(lambda c=count: wall.frames > c + 10, 15, "the wall keeps coming")
+            after, marks_after = wall.luma(), await tile_marks(wall, tiles)
+            diff = np.abs(before[region].astype(np.int16) - after[region].astype(np.int16))
+            diffs.append(float(diff.mean()))
+            if diffs[-1] < 2.0:
+                break
+        assert diffs[-1] < 2.0, diffs  # the placeholder stands still
         assert marks_after[1] >> 12 != TAGS[XIANCUN]
         for i in (0, 2, 3):  # the others keep updating
             assert marks_after[i] >> 12 == TAGS[SOURCES[i]]
