@@ -157,6 +157,7 @@ class Uplink:
         self.upper_programme = ""  # label of what the upper level routes to us
         self.upper_floor: str | None = None  # who holds the floor upstairs
         self.upper_state: dict[str, Any] = {}  # our site's state upstairs (hand, muted...)
+        self.upper_rollcall: dict[str, Any] = {}  # the upper level's roll call, if any
         self.paused = {"video": False, "audio": False}
         self._client: Client | None = None
         self._peer: UplinkPeer | None = None
@@ -203,6 +204,9 @@ class Uplink:
             "have_floor": bool(self.upper) and self.upper_floor == self.upper.get("id"),
             "hand": bool(self.upper_state.get("hand")),
             "muted_upstairs": bool(self.upper_state.get("audio_muted")),
+            # the upper level's roll call (点名) calls this server now / has its answer
+            "rollcall_called": self._called(),
+            "rollcall_acked": self._our_id() in (self.upper_rollcall.get("acked") or ()),
             "connects": self.connects,
             "attempts": self.attempts,
             "failures": self.failures,
@@ -275,6 +279,7 @@ class Uplink:
         self.upper = dict(client.site)
         snapshot = client.welcome.get("conference") or {}
         self.upper_floor = snapshot.get("floor")
+        self.upper_rollcall = dict(snapshot.get("rollcall") or {})
         self.upper_state = next(
             (dict(x) for x in snapshot.get("sites", []) if x.get("id") == self.upper.get("id")),
             {},
@@ -372,6 +377,7 @@ class Uplink:
         client, self._client = self._client, None
         session, self._session = self._session, None
         self.upper_floor, self.upper_state, self.upper_programme = None, {}, ""
+        self.upper_rollcall = {}
         media.drop_programme(TAP)
         self._want(False)
         if peer is not None and media.local_decoders.get(site) is peer:
@@ -412,18 +418,33 @@ class Uplink:
             site = event.get("site")
             if isinstance(site, dict) and site.get("id") == self.upper.get("id"):
                 self.upper_state = dict(site)
+        elif kind == "rollcall":
+            state = event.get("state")
+            self.upper_rollcall = dict(state) if isinstance(state, dict) else {}
+            if self._called():
+                logger.info("uplink: the upper level's roll call calls this server (点名)")
         self._changed.set()
+
+    def _our_id(self) -> Any:
+        return self.upper.get("id") if self.upper else None
+
+    def _called(self) -> bool:
+        """The upper level's roll call calls this server now (the chair answers 到 with
+        ``request({"type": "rollcall_ack"})``)."""
+        ours = self._our_id()
+        rollcall = self.upper_rollcall
+        return ours is not None and bool(rollcall.get("active")) and rollcall.get("current") == ours
 
     async def request(self, message: Event, timeout: float = 10.0) -> Event:
         """Send a request to the upper level as this server's site there (the district chair
         raising a hand upstairs: ``{"type": "hand", "up": True}``) and return its reply.
 
-        :class:`ClientError` with code ``conflict`` when the link is not up; the upper level's
-        own ``error`` replies raise :class:`ClientError` with their code.
+        :class:`ClientError` with code ``not_connected`` when the link is not up; the upper
+        level's own ``error`` replies raise :class:`ClientError` with their code.
         """
         client = self._client
         if client is None or client.closed or self.state is not UplinkState.UP:
-            raise ClientError("conflict", "the uplink is not connected")
+            raise ClientError("not_connected", "the uplink is not connected")
         return await client.request(message, timeout)
 
     def _set_state(self, state: UplinkState) -> None:

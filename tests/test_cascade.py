@@ -320,7 +320,35 @@ async def test_the_district_chair_raises_a_hand_upstairs(tmp_path: Path) -> None
             async with http.post(
                 app.web_url + "/api/uplink/hand", json={"up": True}, headers=chair
             ) as response:
-                assert response.status == 409
+                assert response.status == 503
+
+
+async def test_the_district_chair_answers_the_upper_roll_call(tmp_path: Path) -> None:
+    upper, lower = pair(tmp_path)
+    async with running(upper) as up:
+        lower.uplink = {**(lower.uplink or {}), "url": up.signalling_url}
+        async with running(lower) as app, aiohttp.ClientSession() as http:
+            ack = app.web_url + "/api/uplink/rollcall_ack"
+            chair = {"Authorization": f"Bearer {lower.token_for('tianhe')}"}
+            street = {"Authorization": f"Bearer {lower.token_for('tianhe.zhuji')}"}
+            await uplink_status(app, "up")
+            async with http.post(ack, headers=street) as response:
+                assert response.status == 403
+            # not called: the upper level refuses the answer, the district says why
+            async with http.post(ack, headers=chair) as response:
+                refused = await response.json()
+                assert response.status == 409 and refused["code"] == "conflict", refused
+            city = await Client.connect(up.signalling_url, upper.token_for("gz"))
+            try:
+                await city.request({"type": "rollcall", "action": "start", "sites": ["gz.tianhe"]})
+                status = await uplink_status(app, "up", rollcall_called=True)
+                assert not status["rollcall_acked"]
+                async with http.post(ack, headers=chair) as response:
+                    assert response.status == 200, await response.text()
+                await uplink_status(app, "up", rollcall_acked=True)
+                assert "gz.tianhe" in up.conference.snapshot()["rollcall"]["acked"]
+            finally:
+                await city.close()
 
 
 class SizedViewer:

@@ -17,8 +17,10 @@ routing) over :class:`bridge.uplink_peer.UplinkPeer` (media). :func:`start` read
   it is us), our hand and mute state there, packets sent up and received down.
 - ``POST /api/uplink/hand`` ``{"up": true|false}``, chair only (its token as ``?token=`` or
   ``Authorization: Bearer``): raise or lower this server's hand at the upper level (举手申请发言).
-  401 without a token, 403 for another role, 409 while the link is down, 502 when the upper
-  level refuses (its error code and message in the body).
+- ``POST /api/uplink/rollcall_ack``, chair only: answer the upper level's roll call (到) for
+  this server while it is called (``rollcall_called`` in the status).
+  Both: 401 without a token, 403 for another role, 503 while the link is down, 409 when the
+  upper level refuses (its error code and message in the body), 504 without a reply.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ def _require_chair(app: Huishang, request: web.Request) -> None:
     if site is None:
         raise web.HTTPUnauthorized(text="a chair token is required (?token= or Bearer)")
     if app.conference.sites[site].role is not Role.CHAIR:
-        raise web.HTTPForbidden(text="only the chair may raise a hand at the upper level")
+        raise web.HTTPForbidden(text="only the chair may speak for this server upstairs")
 
 
 async def start(app: Huishang, aio: web.Application) -> Gateway:
@@ -127,16 +129,26 @@ async def start(app: Huishang, aio: web.Application) -> Gateway:
             body = None
         if not isinstance(body, dict) or not isinstance(body.get("up"), bool):
             raise web.HTTPBadRequest(text='send {"up": true} or {"up": false}')
+        return await upstairs({"type": "hand", "up": body["up"]}, {"hand": body["up"]})
+
+    async def rollcall_ack(request: web.Request) -> web.Response:
+        """The chair answers the upper level's roll call (到) for this server."""
+        _require_chair(app, request)
+        return await upstairs({"type": "rollcall_ack"}, {"acked": True})
+
+    async def upstairs(message: dict[str, object], result: dict[str, object]) -> web.Response:
         try:
-            await uplink.request({"type": "hand", "up": body["up"]})
+            await uplink.request(message)
         except ClientError as exc:
-            status = 409 if exc.code in ("conflict", "closed") else 502
+            # not linked now: 503; the upper level refused (e.g. not called): 409, its code
+            status = 503 if exc.code in ("not_connected", "closed") else 409
             return web.json_response({"code": exc.code, "message": exc.message}, status=status)
         except TimeoutError:
             return web.json_response({"code": "timeout", "message": "no reply"}, status=504)
-        return web.json_response({"ok": True, "hand": body["up"]})
+        return web.json_response({"ok": True, **result})
 
     aio.router.add_get("/api/uplink", status)
     aio.router.add_post("/api/uplink/hand", hand)
+    aio.router.add_post("/api/uplink/rollcall_ack", rollcall_ack)
     uplink.start()
     return uplink
