@@ -351,6 +351,49 @@ async def test_the_district_chair_answers_the_upper_roll_call(tmp_path: Path) ->
                 await city.close()
 
 
+async def test_the_chair_console_speaks_upstairs(tmp_path: Path) -> None:
+    from browser_support import FAKE_DEVICE_ARGS, chromium
+    from playwright.async_api import expect
+
+    upper, lower = pair(tmp_path)
+    async with running(upper) as up:
+        lower.uplink = {**(lower.uplink or {}), "url": up.signalling_url}
+        async with (
+            running(lower) as app,
+            chromium(str(tmp_path / "profile"), FAKE_DEVICE_ARGS) as context,
+        ):
+            await uplink_status(app, "up")
+            page = await context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(f"{app.web_url}/chair?token={lower.token_for('tianhe')}")
+            panel = page.get_by_test_id("uplink")
+            await expect(panel).to_be_visible(timeout=15_000)
+            await expect(panel).to_have_attribute("data-state", "up", timeout=15_000)
+            await expect(page.get_by_test_id("uplink-state")).to_contain_text("已连接")
+            await expect(page.get_by_test_id("uplink-ack")).to_be_hidden()
+            await page.get_by_test_id("uplink-hand").click()
+            await wait_for(
+                lambda: up.conference.snapshot()["hands"] == ["gz.tianhe"], 15, "hand upstairs"
+            )
+            await expect(page.get_by_test_id("uplink-hand")).to_contain_text("放下", timeout=15_000)
+            city = await Client.connect(up.signalling_url, upper.token_for("gz"))
+            try:
+                await city.request({"type": "rollcall", "action": "start", "sites": ["gz.tianhe"]})
+                ack = page.get_by_test_id("uplink-ack")
+                await expect(ack).to_be_visible(timeout=15_000)
+                await ack.click()
+                await wait_for(
+                    lambda: "gz.tianhe" in up.conference.snapshot()["rollcall"]["acked"],
+                    15,
+                    "the district answered the roll call",
+                )
+                await expect(ack).to_be_hidden(timeout=15_000)
+            finally:
+                await city.close()
+            assert not errors, errors
+
+
 class SizedViewer:
     """A chair at the upper level that records the size of each decoded ``main`` frame."""
 

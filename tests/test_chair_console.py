@@ -151,6 +151,7 @@ async def test_roster_shows_chinese_names_grouped_by_street(
     await expect(row(console, "tianhe.liede")).to_have_attribute("data-online", "true")
     await expect(console.get_by_test_id("online-count")).to_have_text("5")  # 4 + the chair
     await expect(console.get_by_test_id("title")).to_contain_text("天河区应急指挥中心")
+    await expect(console.get_by_test_id("uplink")).to_be_hidden()  # no [uplink] in the demo
     # Grouping: the command centre first, then each street followed by its communities.
     groups = await console.locator(f"{ROSTER} .group").evaluate_all(
         "cards => cards.map(c => c.dataset.group)"

@@ -23,6 +23,7 @@
 import { connect, describeError, ProtocolError } from "/static/protocol.js";
 import { bi, formatClock, formatDuration, groupSites, h, Notices, showConnection, showFatal } from "/static/ui.js";
 import { acquireLocalMedia, describeMissing, MediaLink } from "/static/media.js";
+import { startUplinkPanel } from "/static/chair-uplink.js";
 
 const SPEAKING_ROLES = new Set(["terminal", "uplink"]);
 const BANNER_MAX = 200;
@@ -82,6 +83,7 @@ async function start() {
     return;
   }
   $("attendance").href = `/api/attendance.csv?token=${encodeURIComponent(state.token)}`;
+  startUplinkPanel(state.token, notices); // only where [uplink] is configured
   try {
     state.conn = await connect({ token: state.token, client: "chair-console/1", onEvent, onState });
     debug.conn = state.conn;
