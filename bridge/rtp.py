@@ -395,6 +395,17 @@ class StreamRewriter:
                     self._abs_element = bytes([(ext_id << 4) | 2])
                 else:
                     self._passthrough.append((uri, ext_id))
+        # the common case, precomputed: nothing copied from the source, so the extension
+        # block's layout is fixed (its header and padding), only abs-send-time's value changes
+        self._ext_fixed = b""
+        self._ext_pad = b""
+        fixed = self._ext_static + (self._abs_element + b"\0\0\0" if self._abs_element else b"")
+        if fixed:
+            pad = -len(fixed) % 4
+            words = (len(fixed) + pad) // 4
+            self._ext_fixed = struct.pack("!HH", _ONE_BYTE_PROFILE, words) + self._ext_static
+            self._ext_fixed += self._abs_element
+            self._ext_pad = b"\x00" * pad
         # the last packet sent (highest sequence number)
         self.last_sequence = (initial_sequence - 1) & 0xFFFF
         self.last_timestamp = initial_timestamp & 0xFFFFFFFF
@@ -503,6 +514,26 @@ class StreamRewriter:
         now: float,
     ) -> bytes:
         """:func:`serialize_rtp` specialised for one-byte extensions, copying the payload once."""
+        if not packet.csrc and not (self._passthrough and packet.extensions):
+            header = _HEADER.pack(
+                0x90 if self._ext_fixed else 0x80,
+                (0x80 if packet.marker else 0) | self.payload_type,
+                seq,
+                ts,
+                self.ssrc,
+            )
+            parts = [header]
+            if self._ext_fixed:
+                parts.append(self._ext_fixed)
+                if self._abs_element:
+                    parts.append(abs_send_time(now).to_bytes(3, "big"))
+                parts.append(self._ext_pad)
+            if body_from:
+                parts.append(head)
+                parts.append(memoryview(payload)[body_from:])
+            else:
+                parts.append(payload)
+            return b"".join(parts)
         body = self._ext_static
         if self._abs_element:
             body += self._abs_element + abs_send_time(now).to_bytes(3, "big")

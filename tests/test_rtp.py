@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bridge.rtp import (
     EXT_ABS_SEND_TIME,
@@ -292,3 +294,51 @@ def test_stream_rewriter_two_byte_path_and_plain_vp8_descriptor() -> None:
     assert r2 is not None
     d = parse_vp8_descriptor(parse_rtp(r2[1], {}).payload)
     assert (d.picture_id, d.tid) == (77, 1)  # counted from the slot's base (0) + 77
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    marker=st.booleans(),
+    csrc=st.lists(st.integers(0, 0xFFFFFFFF), max_size=3).map(tuple),
+    level=st.one_of(st.none(), st.binary(min_size=1, max_size=2)),
+    vp8=st.booleans(),
+    mid=st.sampled_from([None, "0", "12"]),
+    abs_send=st.booleans(),
+    payload=st.binary(min_size=1, max_size=64),
+)
+def test_the_fast_serializer_writes_what_the_general_one_does(
+    marker: bool,
+    csrc: tuple[int, ...],
+    level: bytes | None,
+    vp8: bool,
+    mid: str | None,
+    abs_send: bool,
+    payload: bytes,
+) -> None:
+    ids = {EXT_AUDIO_LEVEL: 5}
+    if mid is not None:
+        ids[EXT_MID] = 1
+    if abs_send:
+        ids[EXT_ABS_SEND_TIME] = 3
+    uris = {v: k for k, v in ids.items()}
+    if vp8:
+        payload = bytes([0x90, 0x80, 0x81, 0x23]) + payload  # X, I, 15-bit picture id
+
+    def rewriter() -> StreamRewriter:
+        return StreamRewriter(
+            ssrc=99, payload_type=100, clock_rate=90000, vp8=vp8, extension_ids=ids,
+            mid=mid, initial_sequence=7, initial_timestamp=1000, initial_picture_id=3,
+        )  # fmt: skip
+
+    fast, general = rewriter(), rewriter()
+    general._one_byte = False  # the general serializer (two-byte form where needed)
+    extensions = {EXT_AUDIO_LEVEL: level} if level is not None else {}
+    packet = RtpPacket(96, 40, 5000, 7, payload, marker, extensions, csrc)
+    out_fast, out_general = fast.rewrite(packet, 1.0), general.rewrite(packet, 1.0)
+    assert out_fast is not None and out_general is not None
+    assert out_fast[0] == out_general[0]
+    a, b = parse_rtp(out_fast[1], uris), parse_rtp(out_general[1], uris)
+    assert a == b
+    assert a.csrc == csrc and a.marker == marker and a.ssrc == 99
+    if mid is not None:
+        assert a.extensions[EXT_MID] == mid.encode()
