@@ -522,7 +522,7 @@ class StreamRewriter:
                 ts,
                 self.ssrc,
             )
-            parts = [header]
+            parts: list[bytes | memoryview] = [header]
             if self._ext_fixed:
                 parts.append(self._ext_fixed)
                 if self._abs_element:
