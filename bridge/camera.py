@@ -7,8 +7,9 @@ relay. An :class:`RtspCamera` owns, for its whole life,
   (RFC 7741) into any slot (a terminal's ``main`` when the camera has the floor, a chair's
   preview) — the camera's H.264 (RFC 6184) is decoded once and encoded once, never per
   subscriber, and not encoded at all while no slot carries it;
-- a :class:`LatestFrameTrack` that yields the decoded pictures to the wall's feeds
-  (:meth:`RtspCamera.set_decode` implements :class:`~bridge.track_reader.DecodedSource`).
+- a :class:`~bridge.track_reader.LatestFrameTrack` that yields the decoded pictures to the
+  wall's feeds (:meth:`RtspCamera.set_decode` implements
+  :class:`~bridge.track_reader.DecodedSource`).
 
 It pulls only while :meth:`RtspCamera.want` says someone shows it. Pulling runs in its own
 thread: open (RTSP over TCP or UDP, RFC 2326 / RFC 7826, with socket and PyAV interrupt
@@ -37,17 +38,17 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 import av
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamTrack
 
 from .encoder import EncoderConfig
 from .publication import Publication, RelayConfig
+from .track_reader import LatestFrameTrack
 from .vp8_publisher import Vp8Publisher
 
 __all__ = [
     "CameraConfig",
     "CameraState",
     "CameraStatus",
-    "LatestFrameTrack",
     "NoVideoError",
     "RtspCamera",
     "UnknownHostError",
@@ -185,46 +186,6 @@ def failure_reason(exc: BaseException, elapsed: float | None = None, limit: floa
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror[:1].lower() + exc.strerror[1:]
     return f"{type(exc).__name__}: {exc}"[:200]
-
-
-class LatestFrameTrack(MediaStreamTrack):
-    """A decoded-video track whose :meth:`recv` yields the newest frame (older ones are
-    dropped, never queued): what :class:`~bridge.feeds.FeedReader` reads for the wall."""
-
-    kind = "video"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._frame: av.VideoFrame | None = None
-        self._event = asyncio.Event()
-        self.put_count = 0
-        self.dropped = 0
-
-    def put(self, frame: av.VideoFrame) -> None:
-        """Offer the newest frame (on the event loop)."""
-        if self.readyState != "live":
-            return
-        if self._frame is not None:
-            self.dropped += 1
-        self._frame = frame
-        self.put_count += 1
-        self._event.set()
-
-    async def recv(self) -> av.VideoFrame:
-        while True:
-            if self.readyState != "live":
-                raise MediaStreamError
-            frame = self._frame
-            if frame is not None:
-                self._frame = None
-                self._event.clear()
-                return frame
-            await self._event.wait()
-
-    def stop(self) -> None:
-        super().stop()
-        self._frame = None
-        self._event.set()  # wakes a reader, which then raises MediaStreamError
 
 
 class _Stop(Exception):

@@ -1,4 +1,5 @@
-"""Reading a decoded remote track in its own task (the wall's feeds, the audio mixer).
+"""Reading a decoded remote track in its own task (the wall's feeds, the audio mixer), and
+the decoded-frame track a gateway offers them (:class:`LatestFrameTrack`).
 
 aiortc queues a decoding track's frames without bound until someone reads them, so a reader
 keeps draining while inactive and hands frames on only while active. Subclasses say what to do
@@ -14,8 +15,9 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import VideoFrame
 
-__all__ = ["DecodedSource", "TrackReader"]
+__all__ = ["DecodedSource", "LatestFrameTrack", "TrackReader"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,3 +81,45 @@ class TrackReader:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+
+
+class LatestFrameTrack(MediaStreamTrack):
+    """A decoded-video track whose :meth:`recv` yields the newest frame (older ones are
+    dropped, never queued): what a gateway that decodes anyway (an RTSP camera, an H.264
+    WHIP push) hands the wall's :class:`~bridge.feeds.FeedReader` from
+    :meth:`DecodedSource.set_decode`."""
+
+    kind = "video"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._frame: VideoFrame | None = None
+        self._event = asyncio.Event()
+        self.put_count = 0
+        self.dropped = 0
+
+    def put(self, frame: VideoFrame) -> None:
+        """Offer the newest frame (on the event loop)."""
+        if self.readyState != "live":
+            return
+        if self._frame is not None:
+            self.dropped += 1
+        self._frame = frame
+        self.put_count += 1
+        self._event.set()
+
+    async def recv(self) -> VideoFrame:
+        while True:
+            if self.readyState != "live":
+                raise MediaStreamError
+            frame = self._frame
+            if frame is not None:
+                self._frame = None
+                self._event.clear()
+                return frame
+            await self._event.wait()
+
+    def stop(self) -> None:
+        super().stop()
+        self._frame = None
+        self._event.set()  # wakes a reader, which then raises MediaStreamError

@@ -55,6 +55,7 @@ from .peer import Peer, PeerConfig
 from .publication import Publication
 from .relay import Relay
 from .slot import Slot
+from .track_reader import LatestFrameTrack
 from .vp8_publisher import Vp8Publisher
 
 __all__ = [
@@ -189,36 +190,6 @@ async def _add_candidate(pc: RTCPeerConnection, candidate: str | None) -> None:
     await pc.addIceCandidate(parsed)
 
 
-class _LatestFrameTrack(MediaStreamTrack):
-    """Decoded frames handed on to a reader (the wall's feed); only the newest one waits."""
-
-    kind = "video"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._frame: VideoFrame | None = None
-        self._event = asyncio.Event()
-
-    def put(self, frame: VideoFrame) -> None:
-        self._frame = frame
-        self._event.set()
-
-    async def recv(self) -> VideoFrame:
-        while True:
-            if self.readyState != "live":
-                raise MediaStreamError
-            frame = self._frame
-            if frame is not None:
-                self._frame = None
-                return frame
-            self._event.clear()
-            await self._event.wait()
-
-    def stop(self) -> None:
-        super().stop()
-        self._event.set()
-
-
 class _Lifetime:
     """Ends a peer when its connection fails, closes, or never comes up in time."""
 
@@ -306,7 +277,7 @@ class WhipPublisher:
         self.transcoder: Vp8Publisher | None = None
         self._taps: dict[str, ReceiverTap] = {}
         self._receivers: dict[str, RTCRtpReceiver] = {}
-        self._decoded: _LatestFrameTrack | None = None
+        self._decoded: LatestFrameTrack | None = None
         self._decode_video = False
         self._reader: asyncio.Task[None] | None = None
         self._answered = False
@@ -390,7 +361,7 @@ class WhipPublisher:
             transcoder.start()
             self.transcoder = transcoder
             self.publications[kind] = transcoder.publication
-            self._decoded = _LatestFrameTrack()
+            self._decoded = LatestFrameTrack()
             self._reader = asyncio.ensure_future(self._transcode(receiver.track))
             return
         publication, tap = publish_receiver(self.relay, f"{self.id}/{kind}", kind, receiver)
