@@ -190,15 +190,20 @@ def direct_rtp_sender(dtls: RTCDtlsTransport) -> Callable[[bytes], None]:
     """
     nominated: dict[int, Any] = dtls.transport._connection._nominated
     connected = DtlsState.CONNECTED
+    # the nominated pair's socket and address, looked up again only when the pair changes
+    # (aioice's ``remote_addr`` builds a new tuple on every call)
+    route: list[Any] = [None, None, None]  # pair, transport, address
 
     def send(data: bytes) -> None:
         if dtls._state is not connected:
             raise ConnectionError("Cannot send encrypted RTP, not connected")
         pair = nominated.get(1)
-        if pair is None or pair.protocol.transport is None:
-            raise ConnectionError("Cannot send data, not connected")
+        if pair is not route[0]:
+            if pair is None or pair.protocol.transport is None:
+                raise ConnectionError("Cannot send data, not connected")
+            route[:] = [pair, pair.protocol.transport, pair.remote_addr]
         data = dtls._tx_srtp.protect(data)
-        pair.protocol.transport.sendto(data, pair.remote_addr)
+        route[1].sendto(data, route[2])
         dtls._RTCDtlsTransport__tx_bytes += len(data)  # type: ignore[attr-defined]
         dtls._RTCDtlsTransport__tx_packets += 1  # type: ignore[attr-defined]
 
