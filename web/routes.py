@@ -16,6 +16,8 @@ from aiohttp import web
 from bridge.compositor import band_height, canvas_tile_rects
 from bridge.layout import LayoutError, tile_rects
 from signalling.model import Role, SiteId
+from web.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from web.metrics import render_metrics
 
 if TYPE_CHECKING:
     from web.app import Huishang
@@ -50,6 +52,7 @@ def setup_routes(aio: web.Application, app: Huishang) -> None:
     aio.router.add_get("/api/attendance.csv", _attendance_csv)
     aio.router.add_get("/api/layout-geometry", _layout_geometry)
     aio.router.add_get("/healthz", _healthz)
+    aio.router.add_get("/metrics", _metrics)
     STATIC_DIR.mkdir(exist_ok=True)
     aio.router.add_static("/static/", STATIC_DIR, append_version=False)
     aio.middlewares.append(_no_cache_pages)
@@ -107,6 +110,11 @@ async def _info(request: web.Request) -> web.Response:
     if not app.signalling.running:
         raise web.HTTPServiceUnavailable(text="the signalling listener is restarting; retry")
     return web.json_response({"protocol": 1, "signalling": app.signalling_url})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    text = render_metrics(request.app[APP])
+    return web.Response(body=text.encode(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 async def _status(request: web.Request) -> web.Response:
