@@ -117,6 +117,7 @@ class _SiteState:
     muted_by_chair: bool = False
     hand: bool = False
     link: Wire | None = None
+    camera: str | None = None  # a camera site's ingest state (idle, live, retrying...)
 
 
 @dataclass(slots=True)
@@ -279,6 +280,18 @@ class Conference:
             out.broadcast(self._site_event(site_id))
         return out
 
+    def set_camera(self, site_id: SiteId, state: str) -> Outcome:
+        """A camera site's ingest state (the RTSP gateway: idle, connecting, live,
+        retrying), shown in the roster; cameras are never "online" like a participant."""
+        out = Outcome()
+        site_state = self._state.get(site_id)
+        if site_state is None or self.sites[site_id].level is not Level.CAMERA:
+            raise NotFound(f"no camera site {site_id!r}")
+        if site_state.camera != state:
+            site_state.camera = state
+            out.broadcast(self._site_event(site_id))
+        return out
+
     def live_session(self, site_id: SiteId) -> SessionId | None:
         """The site's current session (attached, or detached within the grace period)."""
         return self._live.get(site_id)
@@ -416,7 +429,7 @@ class Conference:
             "video_muted": state.video_muted,
             "hand": state.hand,
             "link": state.link,
-        }
+        } | ({"camera": state.camera} if site.level is Level.CAMERA else {})
 
     def snapshot(self) -> Wire:
         """PROTOCOL.md ``<snapshot>``, plus the project's additions (hands, polls, presets...)."""

@@ -299,6 +299,10 @@ async def test_a_camera_on_the_wall_survives_its_server_restarting(
         assert CAM not in app.media.local_sources  # type: ignore[union-attr]
         wall = await Viewer.join(app, WALL)
         operator = await Client.connect(app.signalling_url, app.token_for(SiteId(OPERATOR)) or "")
+        (camera_site,) = [
+            s for s in operator.welcome["conference"]["sites"] if s["id"] == CAM
+        ]  # the roster knows the camera's state (docs/protocol.md: site state "camera")
+        assert camera_site["camera"] == "idle" and camera_site["online"] is False
         tile = await wall_tile(app)
         await wait_for(lambda: wall is not None and wall.frames > 0, 20, "a wall frame")
         assert wall.colour(tile) == "other"  # the empty tile
@@ -311,6 +315,9 @@ async def test_a_camera_on_the_wall_survives_its_server_restarting(
         assert entry["width"] == 320 and entry["height"] == 240 and entry["attempts"] == 0
         assert rtsp.clients == 1
         assert camera.publisher.stats.encoded == 0  # only the wall shows it: no VP8 encode
+        await operator.next_event(
+            "site", where=lambda e: e["site"]["id"] == CAM and e["site"]["camera"] == "live"
+        )
 
         # The camera goes away: placeholder, retries, the reason on /api/cameras.
         port = rtsp.port
@@ -324,6 +331,10 @@ async def test_a_camera_on_the_wall_survives_its_server_restarting(
                 and e["attempts"] >= 2
             ),
             "retrying, connection refused",
+        )
+
+        await operator.next_event(
+            "site", where=lambda e: e["site"]["id"] == CAM and e["site"]["camera"] == "retrying"
         )
 
         # It comes back on the same port (now blue): the picture returns by itself.

@@ -152,6 +152,8 @@ async def test_roster_shows_chinese_names_grouped_by_street(
     await expect(console.get_by_test_id("online-count")).to_have_text("5")  # 4 + the chair
     await expect(console.get_by_test_id("title")).to_contain_text("天河区应急指挥中心")
     await expect(console.get_by_test_id("uplink")).to_be_hidden()  # no [uplink] in the demo
+    camera = row(console, "tianhe.cam1")  # nothing shows the demo camera: idle, not offline
+    await expect(camera.locator('[data-badge="camera"]')).to_contain_text("待调用")
     # Grouping: the command centre first, then each street followed by its communities.
     groups = await console.locator(f"{ROSTER} .group").evaluate_all(
         "cards => cards.map(c => c.dataset.group)"

@@ -1273,3 +1273,13 @@ def test_a_server_side_viewer_unpauses_the_site_it_watches(busy: Harness) -> Non
     assert sent_to(out, session, "pause") == [{"type": "pause", "video": True, "audio": True}]
     with pytest.raises(NotFound):
         busy.c.want_source("whep-3", SiteId("nowhere"), True)
+
+
+def test_a_camera_site_carries_its_ingest_state(h: Harness) -> None:
+    assert h.state(CAMERA)["camera"] is None and "camera" not in h.state(CHAIR)
+    out = h.c.set_camera(CAMERA, "live")
+    assert site_events(out, CAMERA)[0]["camera"] == "live"
+    assert h.state(CAMERA)["online"] is False  # a camera is not a participant
+    assert h.c.set_camera(CAMERA, "live").messages == []  # no change: no event
+    with pytest.raises(NotFound):
+        h.c.set_camera(CHAIR, "live")

@@ -31,6 +31,7 @@ from aiohttp import web
 
 from bridge.camera import CameraConfig, RtspCamera, public_url
 from signalling.media import MediaBridge
+from signalling.model import SiteId
 from signalling.routing import RoutingPlan
 from web.gateway import Gateway
 
@@ -62,6 +63,7 @@ class CameraGateway:
                 site_id,
                 CameraConfig(url=settings.rtsp_url, transport=settings.rtsp_transport),
                 relay_config=media.relay.config,
+                on_change=self._on_change,
             )
             media.relay.add_publication(camera.publication)
             self.cameras[site_id] = camera
@@ -69,8 +71,22 @@ class CameraGateway:
 
     def start(self) -> None:
         """Follow every plan from now on."""
+        for camera in self.cameras.values():
+            self._on_change(camera)  # the roster shows each camera's state from the start
         self.media.listeners.append(self.on_plan)
         self.on_plan(self.app.conference.plan)
+
+    def _on_change(self, camera: RtspCamera) -> None:
+        """A camera's state changed (on the loop, maybe inside :meth:`on_plan`): tell the
+        roster with a site event, from a fresh call so the media plane is not re-entered."""
+        if not self.closed and SiteId(camera.id) in self.app.conference.sites:
+            asyncio.get_running_loop().call_soon(self._report, SiteId(camera.id))
+
+    def _report(self, site: SiteId) -> None:
+        camera = self.cameras.get(site)
+        if camera is not None and not self.closed:
+            outcome = self.app.conference.set_camera(site, camera.state.value)
+            self.app.signalling.deliver(outcome)
 
     def on_plan(self, plan: RoutingPlan) -> None:
         """Pull exactly the cameras the plan shows; (un)register them as local sources."""

@@ -286,6 +286,14 @@ function badge(cls, zh, en) {
   return h("span", { class: `badge badge-${cls}`, dataset: { badge: cls } }, bi(zh, en));
 }
 
+// a camera site's ingest state (site state "camera", docs/protocol.md): [kind, 中文, English]
+const CAMERA_BADGES = {
+  idle: ["camera", "待调用", "Camera idle"],
+  connecting: ["camera", "连接中", "Camera connecting"],
+  live: ["camera-live", "视频正常", "Camera live"],
+  retrying: ["camera-down", "重连中", "Camera retrying"],
+};
+
 function updateRow(id) {
   const entry = state.rows.get(id);
   const site = state.sites.get(id);
@@ -312,6 +320,8 @@ function updateRow(id) {
   if (site.video_muted) badges.push(["video-off", "画面关闭", "Video off"]);
   if (rc && rc.active && rc.acked.includes(id)) badges.push(["acked", "已到", "Present"]);
   if (rc && rc.active && rc.missed.includes(id)) badges.push(["missed", "未到", "Missed"]);
+  if (site.level === "camera" && site.camera) badges.push(CAMERA_BADGES[site.camera] || [
+    "camera", site.camera, site.camera]);
   const key = badges.map((b) => b[1]).join(" ");
   if (parts.badges.dataset.key !== key) {
     parts.badges.dataset.key = key;
