@@ -15,14 +15,13 @@
 // pointed at a site with a `preview` request (PROTOCOL additions) and labelled from `slots`
 // events. `window.__huishang` holds {conn, media, pc, firstFrameAt} for tests.
 //
-// Recordings (web/recording.py): the list comes from GET /api/recordings with the chair's token,
-// loaded with each welcome and again whenever recording starts or stops; after a stop it is
-// asked again until the server has closed and indexed the file. Each entry links to
-// /recordings/<id>?token=… (a download).
+// Recordings: /static/chair-recordings.js (loaded with each welcome and whenever recording
+// starts or stops). The uplink panel: /static/chair-uplink.js.
 
 import { connect, describeError, ProtocolError } from "/static/protocol.js";
 import { bi, formatClock, formatDuration, groupSites, h, Notices, showConnection, showFatal } from "/static/ui.js";
 import { acquireLocalMedia, describeMissing, MediaLink } from "/static/media.js";
+import { RecordingsPanel } from "/static/chair-recordings.js";
 import { startUplinkPanel } from "/static/chair-uplink.js";
 
 const SPEAKING_ROLES = new Set(["terminal", "uplink"]);
@@ -32,6 +31,7 @@ const PREVIEW_TILES = 4;
 
 const $ = (id) => document.getElementById(id);
 const notices = new Notices($("notices"));
+const recordings = new RecordingsPanel(() => state.token);
 
 /** Everything the page knows, replaced by each welcome and patched by events. */
 const state = {
@@ -51,7 +51,6 @@ const state = {
   rows: new Map(), // id -> {row, parts}
   groups: [], // [{card, ids, countEl}]
   slots: {}, // slot name -> {source, label}, from `slots` events
-  recordings: [], // GET /api/recordings entries, newest first
 };
 
 /** The media side: one MediaLink for the page, a new peer connection per session. */
@@ -145,7 +144,7 @@ function onEvent(msg) {
     case "recording":
       if (state.recording !== msg.on) {
         state.recording = msg.on;
-        loadRecordings(RECORDINGS_RETRIES);
+        recordings.load(msg.on);
       }
       break;
     case "banner":
@@ -193,7 +192,7 @@ function loadWelcome(msg) {
   render();
   renderMedia();
   startMedia();
-  loadRecordings(RECORDINGS_RETRIES);
+  recordings.load(state.recording);
 }
 
 /** Keep the queue consistent with site states (a site given the floor or gone loses its hand). */
@@ -509,88 +508,6 @@ function renderRecording() {
       state.recording ? bi("录制中 · 点击停止", "Recording") : bi("开始录制", "Record"),
     );
   }
-}
-
-// -- recordings -----------------------------------------------------------------------------
-
-const RECORDINGS_RETRIES = 20; // how often to ask until the index agrees with the switch
-let recordingsLoad = 0; // the newest load wins
-
-/** Fetch the index; with tries > 1, ask again (0.5 s apart) until it agrees with the switch:
- * an entry being written while recording is on, none once it is off. */
-async function loadRecordings(tries = 1) {
-  const load = ++recordingsLoad;
-  for (let i = 0; i < tries && load === recordingsLoad; i++) {
-    if (i) await new Promise((resolve) => setTimeout(resolve, 500));
-    let body;
-    try {
-      const reply = await fetch(`/api/recordings?token=${encodeURIComponent(state.token)}`);
-      if (reply.status === 401 || reply.status === 403) {
-        document.querySelector('[data-testid="recordings"]').hidden = true; // not the chair
-        return;
-      }
-      if (!reply.ok) throw new Error(`HTTP ${reply.status}`);
-      body = await reply.json();
-    } catch (err) {
-      console.warn("recordings:", err);
-      continue;
-    }
-    if (load !== recordingsLoad) return;
-    state.recordings = body.recordings || [];
-    renderRecordings();
-    // settled: a file being written while recording is on, none once it is off
-    const writing = state.recordings.some((r) => r.ended_at === null);
-    if (writing === state.recording) return;
-  }
-}
-
-const pad2 = (n) => String(n).padStart(2, "0");
-
-function formatLength(seconds) {
-  const s = Math.max(0, Math.round(seconds || 0));
-  const h = Math.floor(s / 3600);
-  const mm = pad2(Math.floor((s % 3600) / 60));
-  return h ? `${h}:${mm}:${pad2(s % 60)}` : `${mm}:${pad2(s % 60)}`;
-}
-
-function formatSize(bytes) {
-  if (bytes >= 1e9) return `${(bytes / 1e9).toFixed(2)} GB`;
-  if (bytes >= 1e6) return `${(bytes / 1e6).toFixed(1)} MB`;
-  return `${Math.max(1, Math.round(bytes / 1e3))} kB`;
-}
-
-function formatStart(epochSeconds) {
-  const d = new Date(epochSeconds * 1000);
-  return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ${formatClock(epochSeconds)}`;
-}
-
-function renderRecordings() {
-  const list = $("recordings-list");
-  const entries = state.recordings;
-  setText($("recordings-count"), String(entries.length));
-  $("recordings-empty").hidden = entries.length > 0;
-  list.replaceChildren(
-    ...entries.map((r) => {
-      const writing = r.ended_at === null;
-      const meta = writing
-        ? bi(`${formatStart(r.started_at)} · 录制中`, "recording…")
-        : h("span", { text: `${formatStart(r.started_at)} · ${formatLength(r.duration_s)} · ${formatSize(r.size)}` });
-      const href = `${r.url}?token=${encodeURIComponent(state.token)}`;
-      return h(
-        "li",
-        { dataset: { recording: String(r.id), testid: `recording-${r.id}`, state: writing ? "recording" : "done" } },
-        h("span", { class: "rec-file", text: r.file, title: `${r.file} (${r.source})` }),
-        h("span", { class: "rec-meta", dataset: { testid: "recording-meta" } }, meta),
-        writing
-          ? h("span", { class: "rec-download hint" }, bi("写入中", "writing"))
-          : h(
-              "a",
-              { class: "btn btn-small rec-download", href, download: r.file, dataset: { testid: "recording-download" } },
-              bi("下载", "Download"),
-            ),
-      );
-    }),
-  );
 }
 
 function renderBanner() {
