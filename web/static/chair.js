@@ -353,6 +353,9 @@ function updateRow(id) {
 }
 
 function sinceText(site) {
+  if (site.level === "camera") {
+    return "视频图像接入 · 可随时调用 camera: show or give the floor at any time";
+  }
   if (site.since === null || site.since === undefined) {
     return site.online ? "在线 online" : "未上线 not joined";
   }
