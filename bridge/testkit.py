@@ -29,14 +29,18 @@ from av import VideoFrame
 from .peer import Answer, Peer
 from .publication import RelayConfig
 from .relay import Relay
+from .rtp import StreamRewriter
+from .slot import Slot
 
 __all__ = [
     "Bridge",
     "LoopbackClient",
     "MarkedVideoTrack",
     "ReceivedVideo",
+    "RecordingPort",
     "mark_frame",
     "read_mark",
+    "record_slot",
     "wait_for",
 ]
 
@@ -246,3 +250,39 @@ class Bridge:
         for peer in self.peers:
             await peer.close()
         self.relay.close()
+
+
+class RecordingPort:
+    """A :class:`~bridge.slot.DownstreamPort` that keeps what its slot sends (the rewritten
+    RTP bytes), standing in for the subscriber side of aiortc."""
+
+    ssrc = 0x5107
+    ready = True
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    async def send(self, sequence_number: int, data: bytes, payload_size: int) -> None:
+        self.sent.append(data)
+
+    def close(self) -> None:
+        pass
+
+
+def record_slot(slot: Slot, *, initial_sequence: int = 1) -> RecordingPort:
+    """Connect *slot* to a new :class:`RecordingPort` through a plain rewriter (video: VP8
+    as payload type 100; audio: Opus as 111; no header extensions) and return the port."""
+    port = RecordingPort()
+    video = slot.kind == "video"
+    rewriter = StreamRewriter(
+        ssrc=port.ssrc,
+        payload_type=100 if video else 111,
+        clock_rate=90000 if video else 48000,
+        vp8=video,
+        extension_ids={},
+        mid=None,
+        initial_sequence=initial_sequence,
+        initial_timestamp=0,
+    )
+    slot.connect(port, rewriter)
+    return port

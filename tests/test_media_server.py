@@ -10,9 +10,8 @@ from dataclasses import dataclass
 import pytest
 from aiortc import RTCSessionDescription
 
-from bridge.rtp import StreamRewriter
 from bridge.slot import Slot
-from bridge.testkit import LoopbackClient, MarkedVideoTrack, wait_for
+from bridge.testkit import LoopbackClient, MarkedVideoTrack, RecordingPort, record_slot, wait_for
 from signalling.client import Client, ClientError
 from signalling.model import SiteId
 from web.app import Huishang
@@ -159,46 +158,11 @@ async def test_the_chair_previews_sites_in_its_extra_slots(server: Huishang) -> 
         await close(chair, zhuji, liede)
 
 
-class _Collector:
-    """A DownstreamPort that keeps what the relay sends (a server-side programme listener)."""
-
-    def __init__(self) -> None:
-        self.packets: list[bytes] = []
-
-    @property
-    def ssrc(self) -> int:
-        return 1234
-
-    @property
-    def ready(self) -> bool:
-        return True
-
-    async def send(self, sequence_number: int, data: bytes, payload_size: int) -> None:
-        self.packets.append(data)
-
-    def close(self) -> None:
-        pass
-
-
-def _listener(app: Huishang, kind: str) -> tuple[Slot, _Collector]:
+def _listener(app: Huishang, kind: str) -> tuple[Slot, RecordingPort]:
+    """A server-side programme listener's slot, keeping what the relay sends."""
     assert app.media is not None
     slot = app.media.relay.create_slot(f"listener/{kind}", kind)
-    port = _Collector()
-    video = kind == "video"
-    slot.connect(
-        port,
-        StreamRewriter(
-            ssrc=port.ssrc,
-            payload_type=96 if video else 111,
-            clock_rate=90000 if video else 48000,
-            vp8=video,
-            extension_ids={},
-            mid=None,
-            initial_sequence=1,
-            initial_timestamp=1,
-        ),
-    )
-    return slot, port
+    return slot, record_slot(slot)
 
 
 async def test_a_server_side_listener_carries_the_programme_with_mix_minus(
@@ -213,8 +177,8 @@ async def test_a_server_side_listener_carries_the_programme_with_mix_minus(
         server.media.carry_programme("test", video=video, audio=audio)
         chair_video = server.media.publication(CHAIR, "video")
         await wait_for(lambda: video.source is chair_video, 10, "programme = the chair")
-        await wait_for(lambda: len(video_port.packets) > 20, 15, "chair video forwarded")
-        await wait_for(lambda: len(audio_port.packets) > 20, 15, "chair audio forwarded")
+        await wait_for(lambda: len(video_port.sent) > 20, 15, "chair video forwarded")
+        await wait_for(lambda: len(audio_port.sent) > 20, 15, "chair audio forwarded")
         # 珠吉街 takes the floor: the video follows; the audio is the mix of chair + floor
         await chair.signalling.request({"type": "floor", "site": ZHUJI})
         zhuji_video = server.media.publication(ZHUJI, "video")

@@ -19,12 +19,19 @@ from bridge.rtp import (
     EXT_ABS_SEND_TIME,
     EXT_MID,
     RtpPacket,
-    StreamRewriter,
     parse_rtp,
     parse_vp8_descriptor,
 )
 from bridge.slot import Slot
-from bridge.testkit import Bridge, LoopbackClient, MarkedVideoTrack, ReceivedVideo, wait_for
+from bridge.testkit import (
+    Bridge,
+    LoopbackClient,
+    MarkedVideoTrack,
+    ReceivedVideo,
+    RecordingPort,
+    record_slot,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -373,22 +380,6 @@ class RecordingUpstream:
         self.rembs.append(bitrate)
 
 
-class RecordingPort:
-    """Stands in for the subscriber side of aiortc: keeps what a slot sends."""
-
-    ssrc = 0x5107
-    ready = True
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    async def send(self, sequence_number: int, data: bytes, payload_size: int) -> None:
-        self.sent.append(data)
-
-    def close(self) -> None:
-        pass
-
-
 def vp8(
     seq: int, ts: int, *, key: bool = False, start: bool = True, marker: bool = True
 ) -> RtpPacket:
@@ -399,19 +390,7 @@ def vp8(
 
 def connected_slot(config: RelayConfig) -> tuple[Slot, RecordingPort]:
     slot = Slot("s", "video", config=config)
-    port = RecordingPort()
-    rewriter = StreamRewriter(
-        ssrc=port.ssrc,
-        payload_type=100,
-        clock_rate=90000,
-        vp8=True,
-        extension_ids={},
-        mid=None,
-        initial_sequence=500,
-        initial_timestamp=0,
-    )
-    slot.connect(port, rewriter)
-    return slot, port
+    return slot, record_slot(slot, initial_sequence=500)
 
 
 async def test_switch_waits_for_the_keyframe_and_the_old_frame_boundary() -> None:

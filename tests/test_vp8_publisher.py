@@ -20,26 +20,10 @@ from av.video.codeccontext import VideoCodecContext
 
 from bridge.encoder import EncoderConfig
 from bridge.publication import RelayConfig
-from bridge.rtp import StreamRewriter, is_vp8_keyframe, parse_rtp, parse_vp8_descriptor
+from bridge.rtp import is_vp8_keyframe, parse_rtp, parse_vp8_descriptor
 from bridge.slot import Slot
-from bridge.testkit import mark_frame, read_mark, wait_for
+from bridge.testkit import RecordingPort, mark_frame, read_mark, record_slot, wait_for
 from bridge.vp8_publisher import Vp8Publisher, Vp8RtpStream, ntp_timestamp
-
-
-class RecordingPort:
-    """Stands in for the subscriber side of aiortc: keeps what a slot sends."""
-
-    ssrc = 0x5107
-    ready = True
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    async def send(self, sequence_number: int, data: bytes, payload_size: int) -> None:
-        self.sent.append(data)
-
-    def close(self) -> None:
-        pass
 
 
 @dataclass
@@ -79,20 +63,7 @@ class Received:
 
 def subscribe(publisher: Vp8Publisher) -> tuple[Slot, Received]:
     slot = Slot("s", "video", config=publisher.publication.config)
-    port = RecordingPort()
-    slot.connect(
-        port,
-        StreamRewriter(
-            ssrc=port.ssrc,
-            payload_type=100,
-            clock_rate=90000,
-            vp8=True,
-            extension_ids={},
-            mid=None,
-            initial_sequence=1000,
-            initial_timestamp=0,
-        ),
-    )
+    port = record_slot(slot, initial_sequence=1000)
     slot.switch(publisher.publication)
     return slot, Received(port)
 
