@@ -17,13 +17,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
-from bridge.layout import LayoutError, validate_custom
+from bridge.layout import LayoutError, tile_rects, validate_custom
 
 from . import messages as m
 from .errors import BadRequest, Conflict, Forbidden, NotFound
 from .model import Layout, Level, Role, SessionId, Site, SiteId, Tile
 from .rollcall import RollCall, RollcallResult
-from .routing import RoutingPlan, Source, SubscriberView, compute_plan
+from .routing import RoutingPlan, Source, SubscriberView, VideoLimit, compute_plan
 
 __all__ = [
     "CLOSE_REPLACED",
@@ -37,6 +37,7 @@ __all__ = [
     "RollcallResult",
     "SiteJoined",
     "SiteLeft",
+    "WallGeometry",
 ]
 
 #: WebSocket close code for a session replaced by a newer login of the same site.
@@ -51,12 +52,60 @@ SPEAKING_ROLES = frozenset({Role.TERMINAL, Role.UPLINK})
 
 
 @dataclass(frozen=True, slots=True)
+class WallGeometry:
+    """The wall outputs' pictures as far as the conference needs them: to work out how much
+    of a site's video its tiles show (:class:`~signalling.routing.VideoLimit`).
+
+    Built from the bridge's :class:`bridge.wall.WallConfig` by
+    :func:`signalling.wall.wall_geometry` (the tile rects are :func:`bridge.layout.tile_rects`
+    below a band of ``band`` pixels, as :func:`bridge.compositor.canvas_tile_rects`; the frame
+    rate as :meth:`bridge.wall.WallConfig.fps_for`; a test holds them to the bridge's).
+    """
+
+    width: int = 1920
+    height: int = 1080
+    band: int = 0  # taken off the top while the band (banner or clock) shows
+    clock: bool = True  # the clock shows (so does the band) even without a banner
+    fps: int = 30
+    large_layout_tiles: int = 16
+    large_layout_fps: int | None = None
+
+    def fps_for(self, sources: int) -> int:
+        if self.large_layout_fps is not None and sources >= self.large_layout_tiles:
+            return min(self.fps, self.large_layout_fps)
+        return self.fps
+
+    def limits(self, layout: Layout, banner: str) -> list[VideoLimit | None]:
+        """Per tile of *layout*, what a source shown there needs: the tile's height, or what
+        a 16:9 picture scaled to the tile's width needs if that is more (letterbox or crop,
+        either fits), and the output's frame rate. None for every tile if the layout does
+        not fit this canvas (the wall keeps its previous one)."""
+        top = self.band if banner or self.clock else 0
+        custom = [t.rect for t in layout.tiles if t.rect is not None]
+        try:
+            rects = tile_rects(
+                layout.kind, self.width, self.height - top, custom if custom else None
+            )
+        except LayoutError:
+            return [None] * len(layout.tiles)
+        fps = self.fps_for(sum(1 for t in layout.tiles if t.source is not None))
+        out: list[VideoLimit | None] = []
+        for rect in rects[: len(layout.tiles)]:
+            height = max(rect.h, -(-rect.w * 9 // 16))
+            out.append(VideoLimit(height + height % 2, fps))
+        return out + [None] * (len(layout.tiles) - len(out))
+
+
+@dataclass(frozen=True, slots=True)
 class ConferenceConfig:
     conference_id: str
     title: str = ""
     rejoin_grace_s: float = 15.0
     rollcall_timeout_s: float = 30.0
     outputs: tuple[str, ...] = ("wall",)
+    #: The wall outputs' geometry: sites only the wall shows are asked for no more than their
+    #: tiles show (``pause`` ``video_limit``); None: never (publishers send what they capture).
+    wall: WallGeometry | None = None
 
 
 # Facts: what happened, for the attendance record and the preset store.
@@ -128,7 +177,7 @@ class _Session:
     detached_at: float | None = None  # socket gone; resumable until the grace period ends
     slots: tuple[str, ...] = ()  # negotiated receive slots, once media is up
     sent_slots: dict[str, Wire] = field(default_factory=dict)
-    sent_pause: tuple[bool, bool] = (False, False)
+    sent_pause: tuple[bool, bool, VideoLimit | None] = (False, False, None)
 
 
 @dataclass(slots=True)
@@ -698,7 +747,34 @@ class Conference:
             upcoming=upcoming,
             programme_wanted=self.recording or bool(self._programme_taps),
             watched=sorted({site for _, site in self._source_taps}),
+            wall_limits=self._wall_limits(),
         )
+
+    def _wall_limits(self) -> dict[SiteId, VideoLimit]:
+        """How much of each site's video the wall outputs need: the largest of the tiles that
+        show it or poll through it. Sites the floor poll goes through are left out: the next
+        one takes the floor, where its full picture is wanted at once."""
+        geometry = self.config.wall
+        if geometry is None:
+            return {}
+        limits: dict[SiteId, VideoLimit] = {}
+        for output, layout in self.layouts.items():
+            for index, (tile, limit) in enumerate(
+                zip(layout.tiles, geometry.limits(layout, self.banner), strict=True)
+            ):
+                poll = self._polls.get((output, index))
+                sites = ([tile.source] if tile.source is not None else []) + list(
+                    poll.sites if poll is not None else ()
+                )
+                for site in sites:
+                    if limit is None:  # cannot tell: no limit at all for this site
+                        limits[site] = VideoLimit(1 << 16, 1000)
+                    else:
+                        limits[site] = limit.merge(limits.get(site))
+        floor_poll = self._polls.get(("wall", "floor"))
+        for site in floor_poll.sites if floor_poll is not None else ():
+            limits.pop(site, None)
+        return {s: v for s, v in limits.items() if v.height < 1 << 16}
 
     def _replan(self, out: Outcome) -> None:
         """Recompute the routing plan; tell media-connected sessions what changed for them."""
@@ -718,10 +794,14 @@ class Conference:
                     out.send(session.id, {"type": "slots", "assign": changed})
             sid = session.site.id
             needed = plan.video_needed | plan.upcoming
-            pause = (sid not in needed, sid not in plan.audio_needed)
+            limit = plan.video_limits.get(sid) if sid in needed else None
+            pause = (sid not in needed, sid not in plan.audio_needed, limit)
             if session.site.role in SPEAKING_ROLES | {Role.CHAIR} and pause != session.sent_pause:
                 session.sent_pause = pause
-                out.send(session.id, {"type": "pause", "video": pause[0], "audio": pause[1]})
+                message: Wire = {"type": "pause", "video": pause[0], "audio": pause[1]}
+                if limit is not None:
+                    message["video_limit"] = limit.to_wire()
+                out.send(session.id, message)
 
     def _label(self, source: Source | None) -> str:
         if source is None:

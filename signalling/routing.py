@@ -12,6 +12,11 @@ Decisions (ARCHITECTURE.md, bridge/):
 - Wall displays and the operator's desk receive the wall output they show.
 - Programme audio is the chair and the floor holder, minus the subscriber itself (mix-minus) and
   minus any muted site: a muted site's audio is not forwarded at all.
+- A site whose video only wall tiles need gets a :class:`VideoLimit` (``video_limits``): the
+  largest height it is shown at and the wall's frame rate, sent to it with ``pause``
+  (``video_limit``), so a terminal on a 25-tile wall sends a 216p picture, not the 360p or
+  720p its camera takes, and the wall decodes (and its uplink carries) only what shows.
+  Anything else that takes its video (a slot, the programme, a WHEP viewer) lifts the limit.
 - The server's own programme listeners (the recorder, the cascade uplink) get what a terminal
   would (:meth:`RoutingPlan.programme_for`); while one wants it (``programme_wanted``) the
   programme's sources count as needed, so they are not paused even if no terminal is online.
@@ -20,11 +25,11 @@ Decisions (ARCHITECTURE.md, bridge/):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .model import Role, SessionId, SiteId
 
-__all__ = ["RoutingPlan", "SessionRoute", "SubscriberView", "compute_plan"]
+__all__ = ["RoutingPlan", "SessionRoute", "SubscriberView", "VideoLimit", "compute_plan"]
 
 #: A slot's source: a site id, a wall output id, or nothing.
 Source = str
@@ -39,6 +44,28 @@ class SubscriberView:
     role: Role
     slots: tuple[str, ...]  # negotiated receive slots: "main", "extra1", ...
     output: str | None = None  # the wall output a wall / operator session shows
+
+
+@dataclass(frozen=True, slots=True)
+class VideoLimit:
+    """The most of a publisher's video anything needs: PROTOCOL.md ``pause`` ``video_limit``
+    (docs/protocol.md): at most ``height`` pixels high, ``fps`` frames a second."""
+
+    height: int
+    fps: int
+
+    def __post_init__(self) -> None:
+        if self.height < 2 or self.fps < 1:
+            raise ValueError(f"bad video limit {self.height}p {self.fps} fps")
+
+    def merge(self, other: VideoLimit | None) -> VideoLimit:
+        """The limit that satisfies both (the larger of each)."""
+        if other is None:
+            return self
+        return VideoLimit(max(self.height, other.height), max(self.fps, other.fps))
+
+    def to_wire(self) -> dict[str, int]:
+        return {"height": self.height, "fps": self.fps}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +84,7 @@ class RoutingPlan:
     floor: SiteId | None = None
     speakers: tuple[SiteId, ...] = ()  # chair and floor holder, unmuted: the programme audio
     programme_wanted: bool = False  # a server-side listener (recorder, uplink) takes it
+    video_limits: Mapping[SiteId, VideoLimit] = field(default_factory=dict)  # wall-only sites
 
     def route(self, session: SessionId) -> SessionRoute | None:
         return self.routes.get(session)
@@ -81,13 +109,16 @@ def compute_plan(
     upcoming: Iterable[Source] = (),
     programme_wanted: bool = False,
     watched: Iterable[SiteId] = (),
+    wall_limits: Mapping[SiteId, VideoLimit] | None = None,
 ) -> RoutingPlan:
     """Plan every session's slots from the conference's state (pure).
 
     *watched*: sites a server-side viewer (a WHEP player) receives, video and audio.
+    *wall_limits*: for the sites wall tiles show (or a tile's poll switches to), how much of
+    their video the wall needs; a site that anything else needs too gets no limit.
     """
     routes: dict[SessionId, SessionRoute] = {}
-    video_needed: set[Source] = set(wall_sources)
+    video_needed: set[Source] = set()
     audio_needed: set[SiteId] = set()
     speakers = [s for s in dict.fromkeys((chair, floor)) if s is not None and s not in audio_muted]
     for site in watched:
@@ -112,6 +143,10 @@ def compute_plan(
         routes[view.session] = SessionRoute(video=video, audio=audio)
         video_needed.update(src for src in video.values() if src is not None)
         audio_needed.update(audio)
+    limits = {
+        site: limit for site, limit in (wall_limits or {}).items() if site not in video_needed
+    }
+    video_needed.update(wall_sources)
     return RoutingPlan(
         routes=routes,
         video_needed=frozenset(video_needed),
@@ -121,6 +156,7 @@ def compute_plan(
         floor=floor,
         speakers=tuple(speakers),
         programme_wanted=programme_wanted,
+        video_limits=limits,
     )
 
 

@@ -17,6 +17,12 @@ aiortc gathers all its candidates before it hands out the offer, so no trickling
 :class:`PausableTrack`, whose ``recv`` keeps draining the source (a camera or RTSP source must
 not back up) but hands the encoder nothing while paused, so nothing is sent. The first frame
 after a pause is encoded as a keyframe when the relay asked for one (PLI) meanwhile.
+
+A ``pause`` event's ``video_limit`` (docs/protocol.md: the server needs at most this height and
+frame rate, e.g. while the site shows only in a wall tile) is obeyed the same way: the video
+track scales its frames down to the height (keeping the aspect, even sizes) and drops frames
+above the rate before the encoder sees them; a ``pause`` without it lifts the limit. A bad
+limit (not a positive number) is ignored.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.frame import Frame
 from av.packet import Packet
+from av.video.frame import VideoFrame
 
 from .client import Client, Event
 
@@ -59,7 +66,8 @@ class TerminalConfig:
 
 class PausableTrack(MediaStreamTrack):
     """Passes ``source`` through; while :attr:`paused`, reads and drops its frames, so the
-    sender gets (and sends) nothing and the source never backs up."""
+    sender gets (and sends) nothing and the source never backs up. Video frames are scaled
+    down to :attr:`max_height` and thinned to :attr:`max_fps` when those are set."""
 
     def __init__(self, source: MediaStreamTrack) -> None:
         super().__init__()
@@ -67,13 +75,46 @@ class PausableTrack(MediaStreamTrack):
         self.source = source
         self.paused = False
         self.dropped = 0
+        self.max_height: int | None = None
+        self.max_fps: float | None = None
+        self._due: float | None = None  # media time the next frame may be passed on
 
     async def recv(self) -> Frame | Packet[Any]:
         while True:
             frame = await self.source.recv()
-            if not self.paused:
+            if self.paused:
+                self.dropped += 1
+                continue
+            if not isinstance(frame, VideoFrame):
                 return frame
-            self.dropped += 1
+            if self._thinned(frame):
+                self.dropped += 1
+                continue
+            return self._scaled(frame)
+
+    def _thinned(self, frame: VideoFrame) -> bool:
+        """Whether the frame rate limit drops this frame (by its media time)."""
+        if self.max_fps is None or frame.pts is None or frame.time_base is None:
+            self._due = None
+            return False
+        t = float(frame.pts * frame.time_base)
+        interval = 1 / self.max_fps
+        if self._due is not None and self._due - 2 * interval < t < self._due - interval / 4:
+            return True
+        self._due = max(t, self._due if self._due is not None else t) + interval
+        if self._due - t > 2 * interval:  # the clock jumped back: follow it
+            self._due = t + interval
+        return False
+
+    def _scaled(self, frame: VideoFrame) -> VideoFrame:
+        limit = self.max_height
+        if limit is None or frame.height <= limit:
+            return frame
+        height = limit - limit % 2
+        width = max(2, round(frame.width * height / frame.height / 2) * 2)
+        scaled = frame.reformat(width=width, height=height)
+        scaled.pts, scaled.time_base = frame.pts, frame.time_base
+        return scaled
 
     def stop(self) -> None:
         super().stop()
@@ -122,6 +163,7 @@ class MediaTerminal:
         self.labels: dict[str, str] = {}  # slot name → label, from `slots` events
         self.sources: dict[str, str | None] = {}  # slot name → source id
         self.paused = {"video": False, "audio": False}
+        self.video_limit: dict[str, float] = {}  # the server's `video_limit`, as obeyed
         self._received: dict[tuple[str, str], _Received] = {}  # (slot, kind) → frames
         self._tasks: list[asyncio.Task[None]] = []
         self._previous_hook: Callable[[Event], None] | None = None
@@ -197,6 +239,7 @@ class MediaTerminal:
                 if name != "main"
             },
             "paused": dict(self.paused),
+            "video_limit": dict(self.video_limit),
         }
 
     # -- internals ------------------------------------------------------------------------
@@ -219,6 +262,19 @@ class MediaTerminal:
                 self.paused[kind] = paused
                 if track is not None:
                     track.paused = paused
+            limit = event.get("video_limit")
+            limit = limit if isinstance(limit, Mapping) else {}
+            self.video_limit = {
+                key: value
+                for key in ("height", "fps")
+                if isinstance(value := limit.get(key), int | float)
+                and not isinstance(value, bool)
+                and value >= (2 if key == "height" else 1)
+            }
+            if self.video is not None:
+                height = self.video_limit.get("height")
+                self.video.max_height = int(height) if height is not None else None
+                self.video.max_fps = self.video_limit.get("fps")
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         transceiver = next(

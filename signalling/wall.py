@@ -14,23 +14,39 @@ id) are routed to it like to any publisher.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 
-from bridge.compositor import TileSpec
+from bridge.compositor import TileSpec, band_height
 from bridge.feeds import Feeds
 from bridge.layout import LayoutError
 from bridge.track_reader import DecodedSource
 from bridge.wall import WallConfig, WallOutput
 
-from .conference import Conference
+from .conference import Conference, WallGeometry
 from .media import MediaBridge
 from .model import Layout, SiteId
 from .routing import RoutingPlan
 
-__all__ = ["WallDirector"]
+__all__ = ["WallDirector", "wall_geometry"]
 
 logger = logging.getLogger(__name__)
+
+
+def wall_geometry(config: WallConfig) -> WallGeometry:
+    """What the conference needs to know of outputs made with *config* (every output of a
+    :meth:`WallDirector.for_conference` shares it) to work out the sites' video limits."""
+    compositor = config.compositor
+    return WallGeometry(
+        width=compositor.width,
+        height=compositor.height,
+        band=0 if compositor.banner_overlay else band_height(compositor),
+        clock=compositor.show_clock,
+        fps=config.fps,
+        large_layout_tiles=config.large_layout_tiles,
+        large_layout_fps=config.large_layout_fps,
+    )
 
 
 class WallDirector:
@@ -58,16 +74,7 @@ class WallDirector:
         base = config or WallConfig()
         outputs = {}
         for output_id in conference.config.outputs:
-            cfg = WallConfig(
-                output_id=output_id,
-                fps=base.fps,
-                compositor=base.compositor,
-                encoder=base.encoder,
-                min_keyframe_interval_s=base.min_keyframe_interval_s,
-                sender_report_interval_s=base.sender_report_interval_s,
-                idle_when_unwatched=base.idle_when_unwatched,
-                clock_format=base.clock_format,
-            )
+            cfg = dataclasses.replace(base, output_id=output_id)
             outputs[output_id] = WallOutput(cfg, relay_config=media.relay.config)
         return cls(conference, media, outputs)
 

@@ -31,9 +31,11 @@ from signalling.conference import (
     RollcallResult,
     SiteJoined,
     SiteLeft,
+    WallGeometry,
 )
 from signalling.errors import BadRequest, Conflict, Forbidden, NotFound, SignallingError
 from signalling.model import Layout, Level, Role, SessionId, Site, SiteId, Tile
+from signalling.routing import VideoLimit
 
 CHAIR = SiteId("tianhe")
 ZHUJI = SiteId("tianhe.zhuji")
@@ -66,9 +68,13 @@ ROLLCALL_TIMEOUT = 30.0
 class Harness:
     """A conference plus one session per joined site, named ``s:<site>`` (``#n`` on rejoin)."""
 
-    def __init__(self) -> None:
+    def __init__(self, wall: WallGeometry | None = None) -> None:
         config = ConferenceConfig(
-            "tianhe-2026", "防汛会商", rejoin_grace_s=GRACE, rollcall_timeout_s=ROLLCALL_TIMEOUT
+            "tianhe-2026",
+            "防汛会商",
+            rejoin_grace_s=GRACE,
+            rollcall_timeout_s=ROLLCALL_TIMEOUT,
+            wall=wall,
         )
         self.c = Conference(SITES, config)
         self.session: dict[SiteId, SessionId] = {}
@@ -951,6 +957,107 @@ def test_chair_is_paused_when_nobody_receives_it(busy: Harness) -> None:
     assert sent_to(out, busy.session[CHAIR], "pause") == [
         {"type": "pause", "video": False, "audio": False}
     ]
+
+
+# -- video limits: a site only the wall shows sends what its tile shows ---------------------
+
+#: 1920x1080, a 64 px band, 15 fps once 16 tiles have a source (the bridge's defaults).
+GEOMETRY = WallGeometry(band=64, large_layout_fps=15)
+
+
+@pytest.fixture
+def walled() -> Harness:
+    h = Harness(wall=GEOMETRY)
+    for site in (CHAIR, *TERMINALS, OPERATOR, WALL):
+        h.join(site, 0.0)
+    h.media(CHAIR, *TERMINALS)
+    return h
+
+
+def layout(h: Harness, now: float, kind: str, *sources: SiteId | None) -> Outcome:
+    tiles = [{"source": s} for s in sources]
+    return h.do(OPERATOR, now, type="layout", layout={"kind": kind, "tiles": tiles})
+
+
+def last_pause(out: Outcome, h: Harness, site: SiteId) -> dict[str, Any] | None:
+    sent = sent_to(out, h.session[site], "pause")
+    return sent[-1] if sent else None
+
+
+def test_a_site_only_on_the_wall_is_asked_for_its_tile_size(walled: Harness) -> None:
+    out = layout(walled, 1.0, "25", XIANCUN)
+    # 5x5 tiles of 384x203 below the band: a 16:9 picture 384 wide needs 216 lines
+    assert last_pause(out, walled, XIANCUN) == {
+        "type": "pause",
+        "video": False,
+        "audio": True,
+        "video_limit": {"height": 216, "fps": 30},
+    }
+    assert walled.c.plan.video_limits == {XIANCUN: VideoLimit(216, 30)}
+    # in the big tile of 1+5 too: the larger need wins (1280x677: 720 lines for 16:9)
+    out = layout(walled, 2.0, "1+5", XIANCUN, None, XIANCUN)
+    assert last_pause(out, walled, XIANCUN)["video_limit"] == {"height": 720, "fps": 30}  # type: ignore[index]
+    # full screen: 1920x1016 needs 1080 lines
+    out = layout(walled, 3.0, "1", XIANCUN)
+    assert last_pause(out, walled, XIANCUN)["video_limit"] == {"height": 1080, "fps": 30}  # type: ignore[index]
+    # the same layout again, a banner: nothing changes for it, nothing is sent
+    assert last_pause(walled.do(OPERATOR, 4.0, type="banner", text="会商"), walled, XIANCUN) is None
+
+
+def test_a_big_layout_asks_for_its_frame_rate(walled: Harness) -> None:
+    # 16 tiles with a source (a site may fill several): the wall composes at 15 fps
+    out = layout(walled, 1.0, "25", XIANCUN, *[ZHUJI] * 15)
+    assert last_pause(out, walled, XIANCUN)["video_limit"] == {"height": 216, "fps": 15}  # type: ignore[index]
+    out = layout(walled, 2.0, "25", XIANCUN, *[ZHUJI] * 14)  # 15 sources: 30 fps again
+    assert last_pause(out, walled, XIANCUN)["video_limit"] == {"height": 216, "fps": 30}  # type: ignore[index]
+
+
+def test_anything_but_the_wall_lifts_the_limit(walled: Harness) -> None:
+    layout(walled, 1.0, "25", XIANCUN, ZHUJI)
+    out = walled.do(CHAIR, 2.0, type="floor", site=XIANCUN)  # every main shows it now
+    assert last_pause(out, walled, XIANCUN) == {"type": "pause", "video": False, "audio": False}
+    assert XIANCUN not in walled.c.plan.video_limits
+    assert walled.c.plan.video_limits[ZHUJI] == VideoLimit(216, 30)
+    out = walled.do(CHAIR, 3.0, type="floor", site=None)
+    assert last_pause(out, walled, XIANCUN)["video_limit"] == {"height": 216, "fps": 30}  # type: ignore[index]
+    out = walled.c.want_source("whep-1", XIANCUN, True)  # a WHEP viewer takes the full picture
+    assert "video_limit" not in last_pause(out, walled, XIANCUN)  # type: ignore[operator]
+    out = walled.c.want_source("whep-1", XIANCUN, False)
+    assert last_pause(out, walled, XIANCUN)["video_limit"] == {"height": 216, "fps": 30}  # type: ignore[index]
+    walled.media(OPERATOR)  # the operator's preview shows the wall output, not the site
+    assert walled.c.plan.video_limits[XIANCUN] == VideoLimit(216, 30)
+    out = layout(walled, 4.0, "25")  # off the wall: paused, and a pause carries no limit
+    assert last_pause(out, walled, XIANCUN) == {"type": "pause", "video": True, "audio": True}
+
+
+def test_polled_tiles_limit_every_site_they_go_through(walled: Harness) -> None:
+    layout(walled, 1.0, "1+7", None, XIANCUN)
+    out = walled.do(OPERATOR, 2.0, type="poll", target=1, sites=[ZHUJI, LIEDE], interval_s=5)
+    assert walled.c.plan.video_limits.get(ZHUJI) == VideoLimit(270, 30)  # 1+7's small tiles
+    assert walled.c.plan.video_limits.get(LIEDE) == VideoLimit(270, 30)  # decoded ahead
+    assert last_pause(out, walled, LIEDE)["video_limit"] == {"height": 270, "fps": 30}  # type: ignore[index]
+    # a floor poll's sites are about to take the floor: no limit for them
+    walled.do(CHAIR, 3.0, type="poll", target="floor", sites=[LIEDE, XIANCUN], interval_s=5)
+    assert LIEDE not in walled.c.plan.video_limits
+    assert walled.c.plan.video_limits.get(ZHUJI) == VideoLimit(270, 30)
+
+
+def test_no_wall_geometry_means_no_limits(busy: Harness) -> None:
+    busy.media(XIANCUN)
+    out = busy.do(
+        OPERATOR, 1.0, type="layout", layout={"kind": "25", "tiles": [{"source": XIANCUN}]}
+    )
+    assert last_pause(out, busy, XIANCUN) == {"type": "pause", "video": False, "audio": True}
+    assert busy.c.plan.video_limits == {}
+
+
+def test_video_limit_checks_itself() -> None:
+    with pytest.raises(ValueError):
+        VideoLimit(0, 30)
+    with pytest.raises(ValueError):
+        VideoLimit(216, 0)
+    assert VideoLimit(216, 15).merge(VideoLimit(180, 30)) == VideoLimit(216, 30)
+    assert VideoLimit(216, 15).merge(None) == VideoLimit(216, 15)
 
 
 def test_programme_taps_and_recording_unpause_the_programme(busy: Harness) -> None:

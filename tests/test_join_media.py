@@ -1,6 +1,8 @@
 """``huishang join`` with media, and :class:`signalling.terminal.MediaTerminal` under it,
 against the real server: the programme arrives (frames per second printed once a second),
-a file source reaches the chair, ``pause`` is obeyed, ``--no-media`` stays signalling-only."""
+a file source reaches the chair, ``pause`` is obeyed (its ``video_limit`` too: what the relay
+gets from a site shown only in a small wall tile is that small), ``--no-media`` stays
+signalling-only."""
 
 from __future__ import annotations
 
@@ -23,7 +25,9 @@ from aiortc.mediastreams import AudioStreamTrack
 
 from bridge.labels import rgb_to_yuv
 from bridge.peer import Answer
-from bridge.testkit import LoopbackClient, MarkedVideoTrack, wait_for
+from bridge.rtp import is_vp8_keyframe, parse_rtp, parse_vp8_descriptor
+from bridge.slot import Slot
+from bridge.testkit import LoopbackClient, MarkedVideoTrack, RecordingPort, record_slot, wait_for
 from signalling.client import Client
 from signalling.source import LoopingPlayer, TestPattern
 from signalling.terminal import MediaTerminal
@@ -207,6 +211,95 @@ async def test_media_terminal_obeys_pause(
         await terminal.close()
         await client.close()
     assert client.on_event is not None and client.on_event.__name__ == "<lambda>"
+
+
+def keyframe_sizes(port: RecordingPort) -> list[tuple[int, int, int]]:
+    """(RTP timestamp, width, height) of each VP8 keyframe the port got (RFC 6386 9.1: the
+    keyframe header after the 3-byte tag and the start code carries 14-bit sizes)."""
+    out = []
+    for data in port.sent:
+        packet = parse_rtp(data, {})
+        if is_vp8_keyframe(packet.payload):
+            frame = packet.payload[parse_vp8_descriptor(packet.payload).size :]
+            width = int.from_bytes(frame[6:8], "little") & 0x3FFF
+            height = int.from_bytes(frame[8:10], "little") & 0x3FFF
+            out.append((packet.timestamp, width, height))
+    return out
+
+
+def frame_timestamps(port: RecordingPort, since: int = 0) -> list[int]:
+    """RTP timestamps of the frames (marker packets) the port got from index *since* on."""
+    return [p.timestamp for p in (parse_rtp(d, {}) for d in port.sent[since:]) if p.marker]
+
+
+async def test_media_terminal_obeys_the_video_limit(
+    server: Huishang, terminals: list[AiortcTerminal]
+) -> None:
+    """Shown only in a 25-tile wall, 珠吉街's 640x360 camera reaches the relay at the tile's
+    384x216 (and at 15 fps once 16 tiles have a source); given the floor (the chair's main
+    shows it), at 640x360 and 30 fps again."""
+    media_chair = await aiortc_terminal(server, CHAIR, tag=1)
+    terminals.append(media_chair)
+    chair = media_chair.signalling
+    client = await Client.connect(server.signalling_url, server.token_for(ZHUJI))  # type: ignore[arg-type]
+    terminal = MediaTerminal(client, video=TestPattern("珠吉街"), audio=AudioStreamTrack())
+    slot = Slot("probe", "video")
+    try:
+        await terminal.start()
+        await wait_for(lambda: terminal.paused["video"], 15, "paused: nobody needs it")
+        await chair.request(
+            {"type": "layout", "layout": {"kind": "25", "tiles": [{"source": ZHUJI}]}}
+        )
+        await wait_for(lambda: not terminal.paused["video"], 15, "resumed for the wall")
+        # 1920x1080, band of 64 px, 5x5 tiles of 384x203: a 16:9 picture 384 wide is 216 high
+        assert terminal.video_limit == {"height": 216, "fps": 30}
+        publication = server.media.publication(ZHUJI, "video")
+        assert publication is not None
+        port = record_slot(slot)
+        slot.switch(publication)  # a bare relay slot: the conference does not see it
+        await wait_for(lambda: (384, 216) in [k[1:] for k in keyframe_sizes(port)], 20, "216p")
+
+        streets = [
+            s for s in server.conference.sites if s.startswith("tianhe.") and "." not in s[7:]
+        ]
+        tiles = [{"source": ZHUJI}, *[{"source": s} for s in streets if s != ZHUJI][:15]]
+        await chair.request({"type": "layout", "layout": {"kind": "25", "tiles": tiles}})
+        await wait_for(lambda: terminal.video_limit.get("fps") == 15, 15, "15 fps asked")
+        start = len(port.sent)
+        await wait_for(lambda: len(frame_timestamps(port, start)) > 20, 20, "frames at 15 fps")
+        steps = sorted(b - a for a, b in itertools.pairwise(frame_timestamps(port, start)[5:]))
+        assert abs(steps[len(steps) // 2] - 6000) <= 6  # 15 fps: every other camera frame
+
+        await chair.request({"type": "floor", "site": ZHUJI})
+        await wait_for(lambda: terminal.video_limit == {}, 15, "limit lifted by the floor")
+        await wait_for(lambda: keyframe_sizes(port)[-1][1:] == (640, 360), 20, "360p again")
+        steps = sorted(
+            b - a for a, b in itertools.pairwise(frame_timestamps(port, len(port.sent) - 30))
+        )
+        assert abs(steps[len(steps) // 2] - 3000) <= 3  # 30 fps (a clock rounding apart)
+    finally:
+        slot.close()
+        await terminal.close()
+        await client.close()
+
+
+async def test_media_terminal_ignores_bad_video_limits(server: Huishang) -> None:
+    """A `video_limit` that is not a positive number is ignored, the rest applied."""
+    client = await Client.connect(server.signalling_url, server.token_for(ZHUJI))  # type: ignore[arg-type]
+    terminal = MediaTerminal(client, video=TestPattern("x"))
+    try:
+        for bad in ({"height": 0}, {"height": -5, "fps": "x"}, {"height": True}, "216", None):
+            terminal.handle({"type": "pause", "video": False, "audio": False, "video_limit": bad})
+            assert terminal.video_limit == {}
+            assert terminal.video is not None and terminal.video.max_height is None
+        terminal.handle({"type": "pause", "video_limit": {"height": 180, "fps": "fast"}})
+        assert terminal.video_limit == {"height": 180}
+        assert terminal.video.max_height == 180 and terminal.video.max_fps is None
+        terminal.handle({"type": "pause", "video_limit": {"fps": 10}})
+        assert terminal.video.max_height is None and terminal.video.max_fps == 10
+    finally:
+        await terminal.close()
+        await client.close()
 
 
 async def test_join_without_media_and_with_a_bad_source(server: Huishang) -> None:

@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import pytest
 
-from signalling.model import Role, SessionId, SiteId
+from bridge.compositor import CompositorConfig, canvas_tile_rects
+from bridge.layout import TILE_COUNTS
+from bridge.wall import WallConfig
+from signalling.model import Layout, Role, SessionId, SiteId, Tile
 from signalling.routing import RoutingPlan, SubscriberView, compute_plan
+from signalling.wall import wall_geometry
 
 CHAIR = SiteId("tianhe")
 A = SiteId("tianhe.zhuji")
@@ -173,3 +178,41 @@ def test_programme_wanted_keeps_its_sources_needed_without_subscribers() -> None
     assert A in wanted.video_needed
     assert wanted.audio_needed == {CHAIR}  # the muted floor holder stays paused
     assert wanted.programme_wanted and wanted.speakers == (CHAIR,)
+
+
+# -- the conference's wall geometry against the bridge's ------------------------------------
+
+
+@pytest.mark.parametrize("banner", ["", "会商"])
+@pytest.mark.parametrize("clock", [True, False])
+@pytest.mark.parametrize("overlay", [False, True])
+def test_wall_geometry_matches_the_compositor(banner: str, clock: bool, overlay: bool) -> None:
+    """What the conference works out a tile needs is what the bridge's compositor draws:
+    every layout kind (and a custom one), band or not, the frame rate the output picks."""
+    compositor = CompositorConfig(show_clock=clock, banner_overlay=overlay)
+    config = WallConfig(compositor=compositor)
+    geometry = wall_geometry(config)
+    custom = ((0.0, 0.0, 0.5, 1.0), (0.5, 0.0, 0.5, 0.5), (0.5, 0.5, 0.25, 0.5))
+    cases = [(k, n) for k, n in TILE_COUNTS.items() if n is not None] + [("custom", 3)]
+    for kind, count in cases:
+        tiles = tuple(
+            Tile(source=SiteId(f"s{i}"), rect=custom[i] if kind == "custom" else None)
+            for i in range(count)
+        )
+        limits = geometry.limits(Layout(kind=kind, tiles=tiles), banner)
+        rects = canvas_tile_rects(
+            compositor, kind, custom if kind == "custom" else None, show_band=bool(banner) or clock
+        )
+        assert len(limits) == len(rects) == count
+        for limit, rect in zip(limits, rects, strict=True):
+            assert limit is not None
+            need = max(rect.h, math.ceil(rect.w * 9 / 16))
+            assert limit.height in (need, need + 1) and limit.height % 2 == 0, (kind, rect)
+            assert limit.fps == config.fps_for(count)
+
+
+def test_wall_geometry_of_a_layout_the_canvas_cannot_show() -> None:
+    """A layout the canvas cannot show gives no limits (the wall keeps its old one)."""
+    geometry = wall_geometry(WallConfig())
+    bad = Layout(kind="custom", tiles=(Tile(source=SiteId("a"), rect=(0.0, 0.0, 0.0001, 0.5)),))
+    assert geometry.limits(bad, "") == [None]

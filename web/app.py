@@ -26,12 +26,13 @@ from bridge.ice import IceConfig, apply_ice_config
 from bridge.mixer import AudioMixer
 from bridge.peer import PeerConfig
 from bridge.relay import Relay
+from bridge.wall import WallConfig
 from signalling import conference as conf
 from signalling import messages as m
 from signalling.media import MediaBridge
 from signalling.model import Layout, Site, SiteId
 from signalling.server import ServerConfig, SignallingServer
-from signalling.wall import WallDirector
+from signalling.wall import WallDirector, wall_geometry
 from web import cameras, recording, uplink, whip
 from web.config import HuishangConfig, Listener, default_config_path, load_config
 from web.gateway import Gateway, GatewayStart
@@ -132,12 +133,14 @@ class Huishang:
         conference_id += "-" + secrets.token_hex(2)
         chair = next((s for s in config.sites if s.role.value == "chair"), None)
         title = f"{chair.name} 视频会商" if chair else "视频会商"
+        wall_config = WallConfig()  # every output's size, rate, encoder (bridge defaults)
         conference = conf.Conference(
             config.sites,
             conf.ConferenceConfig(
                 conference_id=conference_id,
                 title=title,
                 rejoin_grace_s=config.limits.rejoin_grace_s,
+                wall=wall_geometry(wall_config),
             ),
             presets=presets,
         )
@@ -163,7 +166,7 @@ class Huishang:
         app = cls(config, store, tokens, conference, signalling)
         app.media, app._undo_ice = media, undo_ice
         app.fact_listeners = listeners
-        app.walls = WallDirector.for_conference(conference, media)
+        app.walls = WallDirector.for_conference(conference, media, wall_config)
         app.walls.start()
         media.use_mixer(AudioMixer(relay_config=media.relay.config))  # programme audio mix
         signalling.authenticate = app.authenticate
