@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -826,3 +827,25 @@ async def test_the_district_carries_on_while_the_city_restarts(
         await province.sees(DISTRICT_CHAIR, "the district's chair at the province, again")
     finally:
         await city.close()
+
+
+async def test_the_uplink_relinks_when_its_media_dies_under_a_live_socket(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The upper level's end of the peer connection goes away while the websocket stays up:
+    the district notices ("media closed/failed"), drops the link and links again, media and
+    all, instead of sitting on a socket whose media is dead."""
+    upper, lower = pair(tmp_path)
+    async with running(upper) as up:
+        lower.uplink = {**(lower.uplink or {}), "url": up.signalling_url}
+        async with running(lower) as app:
+            await uplink_status(app, "up", connects=1)
+            assert up.media is not None
+            peer = up.media.peer_of("gz.tianhe")
+            assert peer is not None
+            caplog.set_level(logging.WARNING, logger="signalling.uplink")
+            await peer.close()  # the media only: the district's socket is still open
+            await uplink_status(app, "up", connects=2)
+            assert any("dropped (media closed)" in r.getMessage() for r in caplog.records)
+            assert up.media.peer_of("gz.tianhe") is not None  # a new peer upstairs
+            assert up.conference.online().get(SiteId("gz.tianhe"))
