@@ -86,6 +86,23 @@ def render_metrics(app: Huishang) -> str:
             help_text,
             [({"site": s["id"]}, float(s["link"].get(key) or 0)) for s in links],
         )
+    limits = sorted(
+        (site, limit)
+        for site, limit in conference.plan.video_limits.items()
+        if conference.live_session(site) is not None
+    )
+    out.metric(
+        "site_video_limit_height",
+        "gauge",
+        "Lines the server asks of a site that only wall tiles show (pause video_limit).",
+        [({"site": site}, limit.height) for site, limit in limits],
+    )
+    out.metric(
+        "site_video_limit_fps",
+        "gauge",
+        "Frame rate the server asks of a site that only wall tiles show.",
+        [({"site": site}, limit.fps) for site, limit in limits],
+    )
     if app.media is not None:
         relay = app.media.relay
         slots = relay.slots.values()
