@@ -18,7 +18,13 @@
 //   });
 //   media.start(conn);             // on every `welcome` (first join and every rejoin): a new
 //                                  // peer connection and a fresh offer for the new session
-//   media.pause({video, audio});   // the server's `pause` event (see below)
+//   media.pause({video, audio, video_limit}); // the server's `pause` event (see below)
+//   media.videoLimit               // the limit in force: {height?, fps?} (positive numbers
+//                                  //   only), null: send as captured
+//   media.videoEncoding            // what the camera sender's encodings[0] was last set to:
+//                                  //   {scaleResolutionDownBy, maxFramerate (null: none)}
+//   await media.sendersSettled()   // resolves once no replaceTrack / setParameters of ours is
+//                                  //   in flight (tests, troubleshooting)
 //   media.setMuted(bool);          // mute self: the microphone track is disabled
 //   media.streams                  // the current slot streams (as given to onStreams)
 //   media.pc                       // the current RTCPeerConnection (tests read getStats on it)
@@ -40,6 +46,27 @@
 // track instead (track.enabled = false) would keep sending black frames and silence: cheap,
 // but not nothing, on the 200 uplinks a conference has. The resumed encoder starts with a
 // keyframe, and the relay asks for one (PLI) when it switches a slot to us anyway.
+//
+// Senders follow the latest wish, one operation at a time. replaceTrack and setParameters are
+// asynchronous, and `sender.track` changes only when replaceTrack resolves; so the wish is
+// compared with what we last asked for, never with `sender.track` in flight. A pause and a
+// resume in quick succession (the server sends both within milliseconds when several sites
+// rejoin at once) must end sending: comparing with `sender.track` would see the resume as
+// "already sending", skip it, and leave the camera replaced by null for good.
+//
+// Video limit (the server needs at most this much of our camera: only small wall tiles show
+// it; docs/protocol.md, `pause` `video_limit`): each `pause` carries the limit in force
+// (absent or null: none; a field that is not a positive number is ignored, the other still
+// applies). It is applied to the camera sender's encodings[0] without renegotiating
+// (W3C WebRTC, RTCRtpSender.getParameters / setParameters, RTCRtpEncodingParameters
+// `scaleResolutionDownBy` and `maxFramerate`): scaleResolutionDownBy = max(1, capture height
+// / limit height) with the capture height from the camera track's getSettings(), and
+// maxFramerate = the limit's fps; a lifted limit sets scaleResolutionDownBy back to 1 and
+// removes maxFramerate. It is checked again after every resume (replaceTrack). A new session
+// (`welcome`) starts without a limit, as it starts unpaused: the server's state for a new
+// session starts there too and it sends a `pause` as soon as its plan differs (the limit
+// included), so the new peer connection gets the limit again from the server, and a limit
+// lifted while we were away is not kept. A failed setParameters is a notice, never a throw.
 //
 // Mute self disables the microphone track (silence is sent while not paused), independent of
 // the server's pause, which can come and go while muted.
@@ -136,7 +163,10 @@ export class MediaLink {
     this.streams = {};
     this.senders = { audio: null, video: null };
     this.paused = { audio: false, video: false };
+    this.videoLimit = null; // {height?, fps?} from the latest pause, null: send as captured
+    this.videoEncoding = null; // what encodings[0] of the camera sender was last set to
     this.muted = false;
+    this._sync = { audio: null, video: null }; // per sender: {sender, running, again, done}
     this.generation = 0;
     this.startedAt = 0;
     this.firstFrameMs = null; // ms from start() to the first decoded main video frame
@@ -151,7 +181,9 @@ export class MediaLink {
     this.conn = conn;
     const generation = ++this.generation;
     this._teardown();
-    this.paused = { audio: false, video: false }; // a new session starts unpaused
+    this.paused = { audio: false, video: false }; // a new session starts unpaused,
+    this.videoLimit = null; // and unlimited (see the header)
+    this.videoEncoding = null;
     this.startedAt = performance.now();
     this.firstFrameMs = null;
     this.marks = { start: this.startedAt };
@@ -166,6 +198,7 @@ export class MediaLink {
         ? pc.addTransceiver(track, { direction: "sendrecv", streams: [localStream] })
         : pc.addTransceiver(kind, { direction: "recvonly" });
       this.senders[kind] = track ? transceiver.sender : null;
+      this._sync[kind] = track ? { sender: transceiver.sender, running: null, again: false } : null;
     }
     for (let i = 0; i < this.extraVideos; i++) pc.addTransceiver("video", { direction: "recvonly" });
     this._applyMute();
@@ -245,10 +278,21 @@ export class MediaLink {
     if (this.pc) this.pc.addIceCandidate(candidate || null).catch(() => {});
   }
 
-  /** The server's `pause`: stop or resume sending each kind (see the header). */
-  pause({ video, audio }) {
+  /** The server's `pause`: stop or resume sending each kind, and the video limit in force
+   * (see the header). Never throws. */
+  pause({ video, audio, video_limit: limit } = {}) {
     this.paused = { video: !!video, audio: !!audio };
+    this.videoLimit = validLimit(limit);
     this._applySenders();
+  }
+
+  /** Resolves once no sender operation of ours is in flight. */
+  async sendersSettled() {
+    for (;;) {
+      const running = Object.values(this._sync).map((s) => s && s.running).filter(Boolean);
+      if (!running.length) return;
+      await Promise.all(running);
+    }
   }
 
   setMuted(muted) {
@@ -270,16 +314,75 @@ export class MediaLink {
 
   _applySenders() {
     if (!this.local) return;
-    for (const kind of ["audio", "video"]) {
-      const sender = this.senders[kind];
-      const track = this.local.getTracks().find((t) => t.kind === kind) || null;
-      if (!sender || !track) continue;
-      const wanted = this.paused[kind] ? null : track;
-      if (sender.track !== wanted) {
-        sender.replaceTrack(wanted).catch((err) => {
-          this.onNotice(`无法切换发送 · cannot ${wanted ? "resume" : "pause"} ${kind}: ${err}`, "error");
-        });
+    for (const kind of ["audio", "video"]) this._syncSender(kind);
+  }
+
+  /** Bring one sender in line with the wish; one run at a time per sender, and a wish that
+   * changes meanwhile is taken up when the run ends (see the header). */
+  _syncSender(kind) {
+    const sync = this._sync[kind];
+    if (!sync) return;
+    if (sync.running) {
+      sync.again = true;
+      return;
+    }
+    sync.again = false;
+    sync.running = (async () => {
+      try {
+        do {
+          sync.again = false;
+          if (this._sync[kind] !== sync) return; // a new peer connection took over
+          await this._syncOnce(kind, sync.sender);
+        } while (sync.again);
+      } finally {
+        sync.running = null;
       }
+    })();
+  }
+
+  async _syncOnce(kind, sender) {
+    const track = this.local.getTracks().find((t) => t.kind === kind) || null;
+    if (!track) return;
+    const wanted = this.paused[kind] ? null : track;
+    if (sender.track !== wanted) {
+      try {
+        await sender.replaceTrack(wanted);
+      } catch (err) {
+        this.onNotice(`无法切换发送 · cannot ${wanted ? "resume" : "pause"} ${kind}: ${err}`, "error");
+        return;
+      }
+    }
+    if (kind === "video") await this._applyVideoLimit(sender, track);
+  }
+
+  /** encodings[0] of the camera sender as the video limit says (see the header). */
+  async _applyVideoLimit(sender, track) {
+    const limit = this.videoLimit;
+    const captured = (track.getSettings && track.getSettings().height) || 0;
+    const scale = limit && limit.height && captured > 0 ? Math.max(1, captured / limit.height) : 1;
+    const fps = limit && limit.fps ? limit.fps : null;
+    let params;
+    try {
+      params = sender.getParameters();
+    } catch (err) {
+      this.onNotice(`无法限制视频 · cannot limit video: ${err}`, "error");
+      return;
+    }
+    const encoding = params.encodings && params.encodings[0];
+    if (!encoding) return; // nothing to set before the sender has an encoding
+    const now = { scale: encoding.scaleResolutionDownBy || 1, fps: encoding.maxFramerate ?? null };
+    if (now.scale === scale && now.fps === fps) {
+      this.videoEncoding = { scaleResolutionDownBy: scale, maxFramerate: fps };
+      return;
+    }
+    encoding.scaleResolutionDownBy = scale;
+    if (fps === null) delete encoding.maxFramerate;
+    else encoding.maxFramerate = fps;
+    try {
+      await sender.setParameters(params);
+      this.videoEncoding = { scaleResolutionDownBy: scale, maxFramerate: fps };
+    } catch (err) {
+      this.onNotice(`无法限制视频 · cannot limit video: ${err.name || ""} ${err.message || err}`, "error");
     }
   }
 
@@ -409,5 +512,17 @@ export class MediaLink {
     this.pc = null;
     this.slots = {};
     this.senders = { audio: null, video: null };
+    this._sync = { audio: null, video: null };
   }
+}
+
+/** The valid part of a `pause`'s `video_limit`: positive numbers only, else null. */
+function validLimit(limit) {
+  if (!limit || typeof limit !== "object") return null;
+  const out = {};
+  for (const key of ["height", "fps"]) {
+    const value = limit[key];
+    if (typeof value === "number" && Number.isFinite(value) && value > 0) out[key] = value;
+  }
+  return Object.keys(out).length ? out : null;
 }
