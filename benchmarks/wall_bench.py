@@ -62,6 +62,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,7 @@ from aiortc.rtp import RtpPacket as AiortcRtpPacket
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bridge.compositor import TileSpec, canvas_tile_rects
+from bridge.decode_pool import DecodePool
 from bridge.decoder import DecoderConfig, VideoDecoder
 from bridge.encoder import EncoderConfig, Vp8Encoder, packetize_vp8
 from bridge.feeds import FeedReader
@@ -88,14 +90,53 @@ from bridge.scaler import FitMode, plan_tile
 from bridge.wall import WallConfig, WallOutput
 
 U8 = npt.NDArray[np.uint8]
-FPS = 30
-SRC_W, SRC_H = 640, 360
-CLIP_FRAMES = 120  # 4 s: one keyframe per loop
+CLIP_SECONDS = 4  # one keyframe per loop
+WALL_FPS = 30  # the wall's rate in the offline parts (encoder sweep)
 RESULTS = Path(__file__).resolve().parent / "results" / "wall.json"
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
 
 
 # -- the source clip ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """What each feed sends: ``width`` x ``height`` VP8 at ``fps``, ~``kbps`` kbit/s.
+
+    The default is the budget's case (360p at 30 fps, ~600 kbit/s); other sizes and rates
+    default to the same bits per pixel (a terminal that follows the server's video-limit
+    hint sends fewer pixels, and its encoder's rate follows its resolution).
+    """
+
+    width: int = 640
+    height: int = 360
+    fps: int = 30
+    kbps: int | None = None
+
+    @property
+    def bitrate(self) -> int:
+        if self.kbps is not None:
+            return 1000 * self.kbps
+        return round(600_000 * self.width * self.height / (640 * 360) * self.fps / 30)
+
+    @property
+    def frames(self) -> int:
+        return CLIP_SECONDS * self.fps
+
+    @property
+    def size(self) -> str:
+        return f"{self.width}x{self.height}"
+
+    @classmethod
+    def parse_size(cls, text: str) -> tuple[int, int]:
+        w, _, h = text.lower().partition("x")
+        width, height = int(w), int(h)
+        if width < 64 or height < 64 or width % 2 or height % 2:
+            raise argparse.ArgumentTypeError(f"even WxH of at least 64x64, got {text!r}")
+        return width, height
+
+
+DEFAULT_SOURCE = Source()
 
 
 def paint_mark(y: U8, value: int) -> None:
@@ -121,30 +162,38 @@ def read_mark(y: U8, rect: Rect) -> int:
 
 
 @functools.cache
-def encode_clip() -> list[tuple[bytes, bool]]:
-    """A camera-like 360p clip: static texture, a moving textured block, the index marks."""
+def encode_clip(source: Source = DEFAULT_SOURCE) -> list[tuple[bytes, bool]]:
+    """A camera-like clip: static texture, a moving textured block, the index marks (the same
+    picture at any size: texture and block scale with the height; the block moves at the same
+    speed per second at any frame rate)."""
+    w, h, fps = source.width, source.height, source.fps
+    scale = h / 360
     rng = np.random.default_rng(11)
-    coarse = rng.integers(40, 220, (SRC_H * 3 // 2 // 12 + 1, SRC_W // 12 + 1)).astype(np.uint8)
-    texture = cv2.resize(coarse, None, fx=12, fy=12, interpolation=cv2.INTER_CUBIC)
-    background: U8 = np.ascontiguousarray(texture[: SRC_H * 3 // 2, :SRC_W], dtype=np.uint8)
+    coarse = rng.integers(40, 220, (360 * 3 // 2 // 12 + 1, 640 // 12 + 1)).astype(np.uint8)
+    cell = max(1, round(12 * scale))
+    texture = cv2.resize(coarse, None, fx=cell, fy=cell, interpolation=cv2.INTER_CUBIC)
+    texture = cv2.resize(texture, (max(w, texture.shape[1]), max(h * 3 // 2, texture.shape[0])))
+    background: U8 = np.ascontiguousarray(texture[: h * 3 // 2, :w], dtype=np.uint8)
+    size = 2 * round(48 * scale)
     blob = cv2.resize(
-        rng.integers(0, 256, (12, 12)).astype(np.uint8), (96, 96), interpolation=cv2.INTER_CUBIC
+        rng.integers(0, 256, (12, 12)).astype(np.uint8), (size, size), interpolation=cv2.INTER_CUBIC
     )
+    edge = 2 * round(5 * scale)
     # settings pinned, so the clip stays the same whatever the wall encoder's defaults
-    clip_config = EncoderConfig(bitrate=600_000, cpu_used=10, keyframe_interval_s=1000)
-    encoder = Vp8Encoder(clip_config, FPS)
+    clip_config = EncoderConfig(bitrate=source.bitrate, cpu_used=10, keyframe_interval_s=1000)
+    encoder = Vp8Encoder(clip_config, fps)
     out: list[tuple[bytes, bool]] = []
-    for i in range(CLIP_FRAMES):
+    for i in range(source.frames):
         picture = background.copy()
-        y = picture[:SRC_H]
-        x = int((SRC_W - 96) * (0.5 + 0.5 * np.sin(i / 15)))
-        y[10:106, x : x + 96] = blob
-        y[SRC_H - 106 : SRC_H - 10, SRC_W - 96 - x : SRC_W - x] = blob
+        y = picture[:h]
+        x = int((w - size) * (0.5 + 0.5 * np.sin(i * 2 / fps)))
+        y[edge : edge + size, x : x + size] = blob
+        y[h - edge - size : h - edge, w - size - x : w - x] = blob
         paint_mark(y, i)
         frame = av.VideoFrame.from_ndarray(picture, format="yuv420p")
         encoded = encoder.encode(frame, keyframe=i == 0)
         out.extend(encoded)
-    assert len(out) == CLIP_FRAMES and out[0][1]
+    assert len(out) == source.frames and out[0][1]
     return out
 
 
@@ -152,12 +201,15 @@ def encode_clip() -> list[tuple[bytes, bool]]:
 
 
 class Feed:
-    """One source replayed at 30 fps as RTP (its own SSRC, sequence and phase)."""
+    """One source replayed at its frame rate as RTP (its own SSRC, sequence and phase)."""
 
     path = ""
 
-    def __init__(self, index: int, clip: list[tuple[bytes, bool]], output: WallOutput) -> None:
+    def __init__(
+        self, index: int, source: Source, clip: list[tuple[bytes, bool]], output: WallOutput
+    ) -> None:
         self.index = index
+        self.source = source
         self.source_id = f"feed{index}"
         self.packets = [packetize_vp8(data, i, 1200) for i, (data, _key) in enumerate(clip)]
         self.sent_at: dict[int, list[float]] = defaultdict(list)  # clip index → send times
@@ -176,8 +228,8 @@ class Feed:
         raise NotImplementedError
 
     async def inject(self, frame_number: int) -> None:
-        clip_index = frame_number % CLIP_FRAMES
-        timestamp = (frame_number * (90000 // FPS)) & 0xFFFFFFFF
+        clip_index = frame_number % self.source.frames
+        timestamp = (frame_number * (90000 // self.source.fps)) & 0xFFFFFFFF
         payloads = self.packets[clip_index]
         for k, payload in enumerate(payloads):
             await self.send(payload, k == len(payloads) - 1, timestamp)
@@ -188,7 +240,7 @@ class Feed:
     async def run(self, start: float, phase: float, stop: asyncio.Event) -> None:
         n = 0
         while not stop.is_set():
-            due = start + phase + n / FPS
+            due = start + phase + n / self.source.fps
             wait = due - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
@@ -206,8 +258,10 @@ class AiortcFeed(Feed):
 
     path = "aiortc"
 
-    def __init__(self, index: int, clip: list[tuple[bytes, bool]], output: WallOutput) -> None:
-        super().__init__(index, clip, output)
+    def __init__(
+        self, index: int, source: Source, clip: list[tuple[bytes, bool]], output: WallOutput
+    ) -> None:
+        super().__init__(index, source, clip, output)
         self.jitter = JitterBuffer(capacity=512, is_video=True)
         self.track = RemoteStreamTrack(kind="video")
         self.input: queue.Queue[Any] = queue.Queue()
@@ -262,27 +316,30 @@ class _Publisher:
 class BridgeFeed(Feed):
     """The product's path (``Peer.set_decode``): RTP into the feed's
     :class:`~bridge.publication.Publication`, a :class:`~bridge.decoder.VideoDecoder` fed by a
-    slot of its own, its worker thread decoding, its track read by the FeedReader."""
+    slot of its own, decoding in a worker of ``pool`` (None: a thread of its own, as before
+    :mod:`bridge.decode_pool`), its track read by the FeedReader (attached: frames go to the
+    wall in the decoding thread)."""
 
     path = "bridge"
 
     def __init__(
         self,
         index: int,
+        source: Source,
         clip: list[tuple[bytes, bool]],
         output: WallOutput,
         config: DecoderConfig,
+        pool: DecodePool | None,
     ) -> None:
-        super().__init__(index, clip, output)
+        super().__init__(index, source, clip, output)
         self.publication = Publication(self.source_id, "video")
         self.publication.bind(_Publisher())
-        self.decoder = VideoDecoder(self.source_id, config=config)
+        self.decoder = VideoDecoder(self.source_id, config=config, pool=pool)
         self.decoder.start(self.publication)
         self.reader = FeedReader(self.source_id, self.decoder.track, [output])
 
     def thread_ids(self) -> list[int]:
-        native = self.decoder.thread_id
-        return [native] if native is not None else []
+        return list(self.decoder.thread_ids)
 
     def decoded(self) -> int:
         return self.decoder.stats.frames_decoded
@@ -322,10 +379,15 @@ async def run(
     path: str = "bridge",
     decoder: DecoderConfig | None = None,
     wall: WallConfig | None = None,
+    source: Source = DEFAULT_SOURCE,
+    decode_workers: int | None = 1,
 ) -> dict[str, Any]:
-    print(f"encoding the 360p source clip ({CLIP_FRAMES} frames)...", flush=True)
-    clip = encode_clip()
-    clip_kbps = sum(len(d) for d, _ in clip) * 8 / (CLIP_FRAMES / FPS) / 1000
+    print(
+        f"encoding the {source.size} source clip ({source.frames} frames at {source.fps} fps)...",
+        flush=True,
+    )
+    clip = encode_clip(source)
+    clip_kbps = sum(len(d) for d, _ in clip) * 8 / CLIP_SECONDS / 1000
     kind = "25" if feeds_n <= 25 else "36"
     config = wall or WallConfig(output_id="wall", idle_when_unwatched=False)
     output = WallOutput(config)
@@ -350,8 +412,13 @@ async def run(
 
     output.publication.on_rtp = tap  # type: ignore[method-assign]
     decoder = decoder or DecoderConfig()
+    pool = None
+    if path != "aiortc" and decode_workers is not None:
+        pool = DecodePool(decode_workers, name="decode")
     feeds: list[Feed] = [
-        AiortcFeed(i, clip, output) if path == "aiortc" else BridgeFeed(i, clip, output, decoder)
+        AiortcFeed(i, source, clip, output)
+        if path == "aiortc"
+        else BridgeFeed(i, source, clip, output, decoder, pool)
         for i in range(feeds_n)
     ]
     loop_id = threading.get_native_id()
@@ -361,13 +428,15 @@ async def run(
     stop = asyncio.Event()
     start = time.monotonic() + 0.2
     tasks = [
-        asyncio.ensure_future(f.run(start + 2 * f.index / FPS, f.index / feeds_n / FPS, stop))
+        asyncio.ensure_future(
+            f.run(start + 2 * f.index / source.fps, f.index / feeds_n / source.fps, stop)
+        )
         for f in feeds
     ]
     output.start()
-    await asyncio.sleep(warmup + 2 * feeds_n / FPS)
+    await asyncio.sleep(warmup + 2 * feeds_n / source.fps)
 
-    decoder_ids = [t for f in feeds for t in f.thread_ids()]
+    decoder_ids = sorted({t for f in feeds for t in f.thread_ids()})
     before: dict[str, float] = {
         "process": time.process_time(),
         "wall": time.monotonic(),
@@ -404,6 +473,8 @@ async def run(
         await asyncio.gather(*tasks, return_exceptions=True)
     for f in feeds:
         await f.close()
+    if pool is not None:
+        pool.close()
     await output.close()
 
     elapsed = after["wall"] - before["wall"]
@@ -413,11 +484,16 @@ async def run(
 
     first, last = int(before["produced"]), int(after["produced"])
     window = produced[first:last]
-    delays = measure_delays(produced, first, last, feeds, rects)
+    delays = measure_delays(produced, first, last, feeds, rects, source)
+    threads = "a thread per feed" if pool is None else f"{pool.workers} shared"
     result: dict[str, Any] = {
         "feeds": feeds_n,
-        "decode_path": path if path == "aiortc" else f"bridge ({decoder.codec})",
-        "source": f"{SRC_W}x{SRC_H} VP8 {clip_kbps:.0f} kbit/s",
+        "decode_path": path if path == "aiortc" else f"bridge ({decoder.codec}, {threads})",
+        "decode_threads": len(decoder_ids),
+        "source": f"{source.size}@{source.fps} VP8 {clip_kbps:.0f} kbit/s",
+        "source_size": source.size,
+        "source_fps": source.fps,
+        "source_kbps": round(clip_kbps),
         "canvas": f"{config.compositor.width}x{config.compositor.height}",
         "layout": kind,
         "encoder": {
@@ -460,7 +536,7 @@ async def run(
         "compose_ms_per_frame": round(compose_ms, 2),
         "encode_ms_per_frame": round(encode_ms, 2),
         "cpu_at_nominal_rates_pct": round(
-            (decode_ms * feeds_n * FPS + (compose_ms + encode_ms) * target_fps) / 10, 1
+            (decode_ms * feeds_n * source.fps + (compose_ms + encode_ms) * target_fps) / 10, 1
         ),
     }
     return result
@@ -472,13 +548,14 @@ def measure_delays(
     last: int,
     feeds: list[Feed],
     rects: tuple[Rect, ...],
+    source: Source,
 ) -> dict[str, Any]:
     """Decode the output (from its first keyframe) and find, per tile of the frames in
     ``produced[first:last]``, when the source frame it shows was sent."""
     decoder = av.CodecContext.create("libvpx", "r")
     delays: list[float] = []
     unreadable = 0
-    boxes = [plan_tile(r, SRC_W, SRC_H, FitMode.LETTERBOX).dst for r in rects]
+    boxes = [plan_tile(r, source.width, source.height, FitMode.LETTERBOX).dst for r in rects]
     seen: dict[tuple[int, int], float] = {}
     for number, (produced_at, data) in enumerate(produced[:last]):
         frames = decoder.decode(av.Packet(data))
@@ -489,7 +566,7 @@ def measure_delays(
             y = np.frombuffer(memoryview(plane), np.uint8).reshape(frame.height, plane.line_size)
             for feed, box in zip(feeds, boxes, strict=False):
                 mark = read_mark(y, box)
-                if mark >= CLIP_FRAMES:
+                if mark >= source.frames:
                     unreadable += 1
                     continue
                 key = (feed.index, mark)
@@ -514,10 +591,10 @@ def measure_delays(
     }
 
 
-def wall_canvases(feeds_n: int, count: int) -> list[U8]:
+def wall_canvases(feeds_n: int, count: int, source: Source = DEFAULT_SOURCE) -> list[U8]:
     """``count`` wall canvases composed offline from the decoded clip (each feed at its own
-    phase), as the live run composes them."""
-    clip = encode_clip()
+    phase), as the live run composes them (at 30 fps)."""
+    clip = encode_clip(source)
     decoder = av.CodecContext.create("libvpx", "r")
     pictures: list[U8] = []
     for data, _key in clip:
@@ -529,25 +606,25 @@ def wall_canvases(feeds_n: int, count: int) -> list[U8]:
     output.set_layout(kind, None, [TileSpec(f"feed{i}", f"街道{i + 1}") for i in range(feeds_n)])
     output.set_banner("天河区应急指挥中心 视频会商")
     canvases = []
-    h = SRC_H
+    h, w = source.height, source.width
     for n in range(count):
         for i in range(feeds_n):
-            picture = pictures[(n + 7 * i) % len(pictures)]
+            picture = pictures[(n * source.fps // WALL_FPS + 7 * i) % len(pictures)]
             planes = (
                 picture[:h],
-                picture[h : h + h // 4].reshape(h // 2, SRC_W // 2),
-                picture[h + h // 4 :].reshape(h // 2, SRC_W // 2),
+                picture[h : h + h // 4].reshape(h // 2, w // 2),
+                picture[h + h // 4 :].reshape(h // 2, w // 2),
             )
-            output.push(f"feed{i}", planes, n / FPS)
-        frame = output.compositor.compose(n / FPS, f"2026-11-29 09:00:{n // FPS:02d}")
+            output.push(f"feed{i}", planes, n / WALL_FPS)
+        frame = output.compositor.compose(n / WALL_FPS, f"2026-11-29 09:00:{n // WALL_FPS:02d}")
         canvases.append(np.array(frame.to_ndarray(), dtype=np.uint8))
     return canvases
 
 
-def encoder_sweep(feeds_n: int) -> list[dict[str, Any]]:
+def encoder_sweep(feeds_n: int, source: Source = DEFAULT_SOURCE) -> list[dict[str, Any]]:
     """Encode the same wall canvases with several libvpx settings (one run, interleaved
     rounds, medians), so the settings compare under the same load."""
-    canvases = wall_canvases(feeds_n, 60)
+    canvases = wall_canvases(feeds_n, 60, source)
     settings = [
         (6, 1, 5_000_000),
         (10, 1, 5_000_000),
@@ -564,7 +641,7 @@ def encoder_sweep(feeds_n: int) -> list[dict[str, Any]]:
         for setting in settings:
             cpu_used, threads, bitrate = setting
             config = EncoderConfig(bitrate=bitrate, cpu_used=cpu_used, threads=threads)
-            encoder = Vp8Encoder(config, FPS)
+            encoder = Vp8Encoder(config, WALL_FPS)
             sizes[setting] = 0
             for i, canvas in enumerate(canvases):
                 frame = av.VideoFrame.from_ndarray(canvas, format="yuv420p")
@@ -583,17 +660,19 @@ def encoder_sweep(feeds_n: int) -> list[dict[str, Any]]:
                 "threads": threads,
                 "bitrate": bitrate,
                 "cpu_ms_per_frame": round(1000 * statistics.median(samples[setting]), 2),
-                "kbps": round(sizes[setting] * 8 / ((len(canvases) - 10) / FPS) / 1000),
+                "kbps": round(sizes[setting] * 8 / ((len(canvases) - 10) / WALL_FPS) / 1000),
             }
         )
     return rows
 
 
-def decoder_sweep(feeds_n: int, rounds: int = 3) -> list[dict[str, Any]]:
+def decoder_sweep(
+    feeds_n: int, rounds: int = 3, source: Source = DEFAULT_SOURCE
+) -> list[dict[str, Any]]:
     """CPU ms per decoded frame of each FFmpeg decoder, with ``feeds_n`` decoders of the clip
     running side by side (each at its own phase, round robin, as on the wall: their
     reference frames compete for the caches), one thread, interleaved rounds, medians."""
-    clip = encode_clip()
+    clip = encode_clip(source)
     samples: dict[str, list[float]] = defaultdict(list)
     for _round in range(rounds):
         for name in ("vp8", "libvpx"):
@@ -604,7 +683,7 @@ def decoder_sweep(feeds_n: int, rounds: int = 3) -> list[dict[str, Any]]:
                 codecs.append(codec)
             frames = 0
             started = time.thread_time()
-            for n in range(CLIP_FRAMES):
+            for n in range(source.frames):
                 for codec in codecs:
                     frames += len(codec.decode(av.Packet(clip[n][0])))
             samples[name].append(1000 * (time.thread_time() - started) / frames)
@@ -619,18 +698,27 @@ def decoder_sweep(feeds_n: int, rounds: int = 3) -> list[dict[str, Any]]:
     ]
 
 
-CASES = {
-    # name: (decode path, wall config); the product's defaults first
-    "bridge": ("bridge", WallConfig(output_id="wall", idle_when_unwatched=False)),
+SHARED = 0  # in CASES: the decoders share one pool of --decode-workers threads
+CASES: dict[str, tuple[str, int | None, WallConfig]] = {
+    # name: (decode path, decode threads (None: one per feed), wall config); product first
+    "bridge": ("bridge", SHARED, WallConfig(output_id="wall", idle_when_unwatched=False)),
     "bridge-30fps": (
         "bridge",
+        SHARED,
         WallConfig(output_id="wall", idle_when_unwatched=False, large_layout_fps=None),
     ),
     "aiortc-30fps": (
         "aiortc",
+        None,
+        WallConfig(output_id="wall", idle_when_unwatched=False, large_layout_fps=None),
+    ),
+    "bridge-30fps-perfeed": (
+        "bridge",
+        None,
         WallConfig(output_id="wall", idle_when_unwatched=False, large_layout_fps=None),
     ),
 }
+DEFAULT_CASES = ("bridge", "bridge-30fps", "aiortc-30fps")
 
 ROWS = (
     ("output frame rate: target (fps)", "target_fps"),
@@ -647,6 +735,7 @@ ROWS = (
     ("the same at the nominal rates (budget 60)", "cpu_at_nominal_rates_pct"),
     ("CPU event loop (RTP, depacketising, feeds)", "cpu_event_loop_pct"),
     ("CPU whole process (% of one core)", "cpu_total_pct"),
+    ("decoding threads", "decode_threads"),
     ("delay source -> wall frame, median ms", "delay_ms_median"),
     ("delay p95 ms", "delay_ms_p95"),
 )
@@ -661,8 +750,29 @@ def main() -> None:
         "--cases",
         nargs="+",
         choices=sorted(CASES),
-        default=list(CASES),
-        help="which cases to run, in this order (default: all)",
+        default=list(DEFAULT_CASES),
+        help=f"which cases to run, in this order (default: {' '.join(DEFAULT_CASES)})",
+    )
+    parser.add_argument(
+        "--source-size",
+        type=Source.parse_size,
+        default=(DEFAULT_SOURCE.width, DEFAULT_SOURCE.height),
+        help="each feed's picture size, WxH (default 640x360, the budget's case)",
+    )
+    parser.add_argument(
+        "--source-fps", type=int, default=DEFAULT_SOURCE.fps, help="each feed's frame rate"
+    )
+    parser.add_argument(
+        "--source-kbps",
+        type=int,
+        default=None,
+        help="each feed's bitrate (default: 600 kbit/s scaled by pixels per second)",
+    )
+    parser.add_argument(
+        "--decode-workers",
+        type=int,
+        default=1,
+        help="threads of the decoders' shared pool (the cases that share one)",
     )
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds of the cases")
     parser.add_argument("--encoder", action="store_true", help="also sweep encoder settings")
@@ -671,30 +781,61 @@ def main() -> None:
         "--scaling", type=int, nargs="*", default=[], help="also run with these feed counts"
     )
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"JSON result (default {RESULTS.name}; wall_WxH_Nfps.json for other sources)",
+    )
     args = parser.parse_args()
+    if not 1 <= args.source_fps <= 60:
+        parser.error("--source-fps must lie in 1..60")
+    width, height = args.source_size
+    source = Source(width, height, args.source_fps, args.source_kbps)
     runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for _round in range(args.rounds):
         for name in args.cases:
-            path, config = CASES[name]
+            path, threads, config = CASES[name]
+            workers = args.decode_workers if threads == SHARED else threads
             runs[name].append(
-                asyncio.run(run(args.feeds, args.seconds, args.warmup, path, wall=config))
+                asyncio.run(
+                    run(
+                        args.feeds,
+                        args.seconds,
+                        args.warmup,
+                        path,
+                        wall=config,
+                        source=source,
+                        decode_workers=workers,
+                    )
+                )
             )
     cases = {name: _median_case(results) for name, results in runs.items()}
     extra: dict[str, Any] = {}
     if args.encoder:
-        extra["encoder_sweep"] = encoder_sweep(args.feeds)
+        extra["encoder_sweep"] = encoder_sweep(args.feeds, source)
     if args.decoders:
-        extra["decoder_sweep"] = decoder_sweep(args.feeds)
+        extra["decoder_sweep"] = decoder_sweep(args.feeds, source=source)
     scaling = []
     for feeds_n in args.scaling:
-        case = asyncio.run(run(feeds_n, args.seconds, args.warmup))
+        case = asyncio.run(
+            run(
+                feeds_n,
+                args.seconds,
+                args.warmup,
+                source=source,
+                decode_workers=args.decode_workers,
+            )
+        )
         scaling.append({k: v for k, v in case.items() if not k.startswith("delay_ms_max")})
     first = next(iter(cases.values()))
     print()
     print(f"wall output: {first['feeds']} x {first['source']} -> {first['canvas']}")
-    print(f"{'measure':<44}" + "".join(f"{name:>14}" for name in cases))
+    widths = [max(14, len(name) + 2) for name in cases]
+    print(f"{'measure':<44}" + "".join(f"{n:>{w}}" for n, w in zip(cases, widths, strict=True)))
     for label, key in ROWS:
-        print(f"{label:<44}" + "".join(f"{case.get(key)!s:>14}" for case in cases.values()))
+        cells = (f"{c.get(key)!s:>{w}}" for c, w in zip(cases.values(), widths, strict=True))
+        print(f"{label:<44}" + "".join(cells))
     print(f"{'machine load average (1 min)':<44}{round(os.getloadavg()[0], 2):>14}")
     if "encoder_sweep" in extra:
         print()
@@ -723,7 +864,12 @@ def main() -> None:
                 f"{case['cpu_decode_compose_encode_pct']:>8}"
             )
     if not args.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        out = args.out or (
+            RESULTS
+            if source == DEFAULT_SOURCE
+            else RESULTS.with_name(f"wall_{source.size}_{source.fps}fps.json")
+        )
+        out.parent.mkdir(parents=True, exist_ok=True)
         document = {
             "benchmark": "wall",
             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -732,13 +878,19 @@ def main() -> None:
             "note": "shared 2-core machine under load from other jobs; medians over rounds",
             "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
             "budget": "decode + compose + encode <= 60 % of one core",
+            "source": {
+                "size": source.size,
+                "fps": source.fps,
+                "kbps_target": source.bitrate // 1000,
+                "decode_workers": args.decode_workers,
+            },
             "cases": cases,
             "rounds": {name: results for name, results in runs.items()},
             **extra,
             "scaling": scaling,
         }
-        RESULTS.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
-        print(f"\nwrote {RESULTS}")
+        out.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+        print(f"\nwrote {out}")
 
 
 def _median_case(results: list[dict[str, Any]]) -> dict[str, Any]:

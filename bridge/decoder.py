@@ -53,16 +53,17 @@ import asyncio
 import contextlib
 import fractions
 import logging
-import queue
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.codec.context import CodecContext
 from av.video.codeccontext import VideoCodecContext
 
+from .decode_pool import DecodePool
 from .depacketizer import ReorderBuffer, Vp8Depacketizer
 from .publication import Publication, RelayConfig
 from .rtp import StreamRewriter, parse_rtp
@@ -85,12 +86,16 @@ class DecoderConfig:
     reorder_wait_s: float = 0.1  # ... for at most this long (a retransmission's round trip)
     keyframe_retry_frames: int = 15  # still no keyframe after this many dropped frames: ask again
     queue_frames: int = 2  # decoded frames kept for a slow reader (the newest)
+    backlog_frames: int = 10  # frames waiting for a busy worker before they are dropped
 
     def __post_init__(self) -> None:
         if self.codec not in ("vp8", "libvpx"):
             raise ValueError(f"codec must be vp8 or libvpx, got {self.codec!r}")
-        if self.threads < 1 or self.queue_frames < 1 or self.keyframe_retry_frames < 1:
-            raise ValueError("threads, queue_frames and keyframe_retry_frames must be positive")
+        counts = (self.threads, self.queue_frames, self.keyframe_retry_frames, self.backlog_frames)
+        if min(counts) < 1:
+            raise ValueError(
+                "threads, queue_frames, keyframe_retry_frames and backlog_frames must be positive"
+            )
         if self.reorder_window < 0 or self.reorder_wait_s < 0:
             raise ValueError("reorder_window and reorder_wait_s must not be negative")
 
@@ -106,10 +111,16 @@ class DecoderStats:
     decode_errors: int = 0
     keyframe_requests: int = 0
     frames_dropped: int = 0  # decoded but replaced in the track's queue by newer ones
+    frames_dropped_backlog: int = 0  # never decoded: the worker was too far behind
 
 
 class DecodedVideoTrack(MediaStreamTrack):
-    """A remote feed's decoded pictures (``recv`` yields :class:`av.VideoFrame`)."""
+    """A remote feed's decoded pictures (``recv`` yields :class:`av.VideoFrame`).
+
+    A consumer that can take frames in the decoding thread (the wall's
+    :class:`~bridge.feeds.FeedReader`) may :meth:`attach` itself: frames then go to it
+    directly, without a hop through the event loop, and :meth:`recv` only reports the end.
+    """
 
     kind = "video"
 
@@ -117,7 +128,17 @@ class DecodedVideoTrack(MediaStreamTrack):
         super().__init__()
         self._queue: asyncio.Queue[av.VideoFrame | None] = asyncio.Queue()
         self._limit = queue_frames
+        self._consumer: Callable[[av.VideoFrame], None] | None = None
         self.dropped = 0
+
+    @property
+    def consumer(self) -> Callable[[av.VideoFrame], None] | None:
+        return self._consumer
+
+    def attach(self, consumer: Callable[[av.VideoFrame], None] | None) -> None:
+        """Hand every later frame to ``consumer`` in the decoding thread (it must be
+        thread-safe and quick, and never raise); None: queue them for :meth:`recv` again."""
+        self._consumer = consumer
 
     def deliver(self, frame: av.VideoFrame | None) -> None:
         """Queue a frame (None: the track ends); keeps the newest ``queue_frames``."""
@@ -152,12 +173,22 @@ class _Port:
         self.ready = False
 
 
+class _Work(NamedTuple):
+    """One assembled frame for the worker (``data`` None: the decoder closed)."""
+
+    data: bytes | None
+    keyframe: bool
+    timestamp: int
+    epoch: int
+
+
 class VideoDecoder:
     """Decodes one VP8 publication while started (see the module docstring).
 
     Lives on the event loop (:meth:`start`, :meth:`stop`, :meth:`close`); decoding runs in
-    its own worker thread. The :attr:`track` lives until :meth:`close`, across stops and
-    starts, like a remote track lives as long as its connection.
+    a worker of ``pool`` (shared with other decoders; without one, the decoder has a
+    one-thread pool of its own). The :attr:`track` lives until :meth:`close`, across stops
+    and starts, like a remote track lives as long as its connection.
     """
 
     def __init__(
@@ -166,6 +197,7 @@ class VideoDecoder:
         *,
         config: DecoderConfig | None = None,
         relay_config: RelayConfig | None = None,
+        pool: DecodePool | None = None,
     ) -> None:
         self.name = name
         self.config = config or DecoderConfig()
@@ -177,9 +209,14 @@ class VideoDecoder:
         self._depacketizer = Vp8Depacketizer()
         self._dropped_at_request = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._work: queue.SimpleQueue[tuple[bytes, bool, int, int] | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._epoch = 0  # bumped on every start: frames of an older run are not delivered
+        self._own_pool = pool is None
+        self.pool = pool or DecodePool(1, name=f"decode-{name}")
+        self._work = self.pool.strand(self._decode, name)
+        self._epoch = 0  # bumped on every start and stop: frames of an older run are dropped
+        # worker state (one worker at a time per decoder, so no lock)
+        self._codec: VideoCodecContext | None = None
+        self._broken = False  # a decode failed: skip to the next keyframe
+        self._worker_epoch = -1
         self.closed = False
 
     def __repr__(self) -> str:
@@ -190,9 +227,9 @@ class VideoDecoder:
         return self._slot is not None
 
     @property
-    def thread_id(self) -> int | None:
-        """The worker thread's native id (for per-thread CPU accounting)."""
-        return self._thread.native_id if self._thread is not None else None
+    def thread_ids(self) -> tuple[int, ...]:
+        """The native ids of the pool's worker threads (for per-thread CPU accounting)."""
+        return self.pool.thread_ids
 
     def start(self, publication: Publication) -> None:
         """Decode ``publication`` from its next keyframe on (asked for at once)."""
@@ -207,11 +244,6 @@ class VideoDecoder:
         self._reorder = self._new_reorder()
         self._depacketizer = Vp8Depacketizer()
         self._dropped_at_request = 0
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._run, name=f"decode-{self.name}", daemon=True
-            )
-            self._thread.start()
         slot = Slot(f"{self.name}/decoder", "video", config=self._relay_config)
         slot.connect(
             _Port(self),
@@ -235,16 +267,22 @@ class VideoDecoder:
         if slot is not None:
             slot.close()
             self._epoch += 1
+            self._work.clear()
 
     def close(self) -> None:
-        """Stop for good: the worker ends and the track ends (idempotent)."""
+        """Stop for good: the track ends once the worker is done with this decoder
+        (idempotent). Close decoders before the pool they share."""
         if self.closed:
             return
         self.stop()
         self.closed = True
-        self._work.put(None)
-        if self._thread is None:
+        if self.pool.closed or self._loop is None:  # nothing decoded, or nothing would run
+            self._work.close()
+            if self._own_pool:
+                self.pool.close()
             self.track.deliver(None)
+            return
+        self._work.put(_Work(None, False, 0, self._epoch))
 
     # -- packets (event loop) ---------------------------------------------------------------
 
@@ -259,10 +297,23 @@ class VideoDecoder:
         self.stats.packets += 1
         depacketizer = self._depacketizer
         waiting = depacketizer.waiting_keyframe
+        work = self._work
+        dropping = False
         for ordered in self._reorder.push(packet, time.monotonic()):
             for frame in depacketizer.push(ordered):
                 self.stats.frames_assembled += 1
-                self._work.put((frame.data, frame.keyframe, frame.timestamp, self._epoch))
+                if work.pending >= self.config.backlog_frames:
+                    # the worker is too far behind: waiting frames would only add delay
+                    self.stats.frames_dropped_backlog += work.clear()
+                    if not frame.keyframe:
+                        depacketizer.need_keyframe()
+                        dropping = True
+                if dropping:
+                    if not frame.keyframe:
+                        self.stats.frames_dropped_backlog += 1
+                        continue
+                    dropping = depacketizer.waiting_keyframe = False
+                work.put(_Work(frame.data, frame.keyframe, frame.timestamp, self._epoch))
         self.stats.frames_dropped_broken = depacketizer.dropped
         if depacketizer.waiting_keyframe and (
             not waiting
@@ -276,7 +327,7 @@ class VideoDecoder:
         if self._slot is not None:
             self._slot.request_keyframe()
 
-    # -- decoding (worker thread) -----------------------------------------------------------
+    # -- decoding (a worker thread of the pool) ---------------------------------------------
 
     def _open(self) -> VideoCodecContext:
         codec = CodecContext.create(self.config.codec, "r")
@@ -284,35 +335,42 @@ class VideoDecoder:
         codec.thread_count = self.config.threads
         return codec
 
-    def _run(self) -> None:
-        codec: VideoCodecContext | None = None
-        broken = False  # a decode failed: skip to the next keyframe
-        epoch = -1
-        while (item := self._work.get()) is not None:
-            data, keyframe, timestamp, item_epoch = item
-            if item_epoch != self._epoch:
-                continue  # queued before a stop
-            if item_epoch != epoch:  # a new start: a new reference chain from a keyframe
-                epoch, broken = item_epoch, False
-            if broken and not keyframe:
-                continue
-            try:
-                if codec is None:
-                    codec = self._open()
-                frames = codec.decode(av.Packet(data))
-            except Exception as exc:
-                codec, broken = None, True
-                self.stats.decode_errors += 1
-                logger.warning("%r: cannot decode a frame: %s", self, exc)
-                self._call_soon(self._request_keyframe)
-                continue
-            broken = False
-            for frame in frames:
-                frame.pts = timestamp
-                frame.time_base = VIDEO_TIME_BASE
-                self.stats.frames_decoded += 1
-                self._call_soon(self._deliver, frame, item_epoch)
-        self._call_soon(self.track.deliver, None)
+    def _decode(self, work: _Work) -> None:
+        if work.data is None:  # closed: free the codec, end the track
+            self._codec = None
+            self._work.close()
+            if self._own_pool:
+                self.pool.close()
+            self._call_soon(self.track.deliver, None)
+            return
+        epoch = work.epoch
+        if epoch != self._epoch:
+            return  # queued before a stop
+        if epoch != self._worker_epoch:  # a new start: a new reference chain from a keyframe
+            self._worker_epoch, self._broken = epoch, False
+        if self._broken and not work.keyframe:
+            return
+        try:
+            codec = self._codec
+            if codec is None:
+                codec = self._codec = self._open()
+            frames = codec.decode(av.Packet(work.data))
+        except Exception as exc:
+            self._codec, self._broken = None, True
+            self.stats.decode_errors += 1
+            logger.warning("%r: cannot decode a frame: %s", self, exc)
+            self._call_soon(self._request_keyframe)
+            return
+        self._broken = False
+        for frame in frames:
+            frame.pts = work.timestamp
+            frame.time_base = VIDEO_TIME_BASE
+            self.stats.frames_decoded += 1
+            consumer = self.track.consumer
+            if consumer is None:
+                self._call_soon(self._deliver, frame, epoch)
+            elif epoch == self._epoch and not self.closed:
+                consumer(frame)
 
     def _call_soon(self, callback: object, *args: object) -> None:
         loop = self._loop

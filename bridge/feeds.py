@@ -11,8 +11,10 @@ Decoding itself runs off the event loop: for a participant's camera in the
 :class:`~bridge.decoder.VideoDecoder` worker that :meth:`bridge.peer.Peer.set_decode` attaches
 to the publication (fed by the relay's RTP, no aiortc receiver path), for a gateway wherever
 it decodes. A :class:`FeedReader` only moves finished frames from the track into the sinks (a
-reference and a lock per output, no copy). A feed that stalls or breaks never delays a
-composed frame: the compositor shows its last picture, then "no signal".
+reference and a lock per output, no copy): from a decoder's track right in the decoding
+thread (:class:`~bridge.track_reader.AttachableTrack`: no hop through the event loop per
+frame), from other tracks in its task. A feed that stalls or breaks never delays a composed
+frame: the compositor shows its last picture, then "no signal".
 
 A reader lives as long as its track (the publisher's connection): while its feed is not
 wanted it keeps draining the track, so frames decoded just before decoding stopped never
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
@@ -30,7 +33,7 @@ from typing import Protocol
 from aiortc.mediastreams import MediaStreamTrack
 from av import VideoFrame
 
-from .track_reader import DecodedSource, TrackReader
+from .track_reader import AttachableTrack, DecodedSource, TrackReader
 
 __all__ = ["FeedReader", "Feeds", "FrameSink"]
 
@@ -46,7 +49,12 @@ class FrameSink(Protocol):
 
 
 class FeedReader(TrackReader):
-    """Reads one remote video track; deposits its frames into the sinks while active."""
+    """Reads one remote video track; deposits its frames into the sinks while active.
+
+    On an :class:`~bridge.track_reader.AttachableTrack` the frames arrive in the decoding
+    thread; :attr:`active` is then switched under a lock, so once it is set False no frame of
+    this reader reaches a sink any more.
+    """
 
     def __init__(
         self,
@@ -60,7 +68,20 @@ class FeedReader(TrackReader):
         self.source_id = source_id
         self.sinks = sinks
         self._clock = clock
+        self._lock = threading.Lock()
+        self._active = True
         super().__init__(track, on_end=on_end)
+        if isinstance(track, AttachableTrack):
+            track.attach(self._direct)
+
+    @property
+    def active(self) -> bool:
+        return self._active
+
+    @active.setter
+    def active(self, value: bool) -> None:
+        with self._lock:
+            self._active = value
 
     def take(self, frame: object) -> bool:
         if not isinstance(frame, VideoFrame):
@@ -69,6 +90,23 @@ class FeedReader(TrackReader):
         for sink in self.sinks:
             sink.push(self.source_id, frame, now)
         return True
+
+    def _direct(self, frame: VideoFrame) -> None:
+        """A frame from an attached track, in the decoding thread."""
+        with self._lock:
+            try:
+                if self._active and self.take(frame):
+                    self.frames += 1
+                    return
+            except Exception:
+                logger.exception("wall feed %s: cannot deposit a frame", self.source_id)
+            self.drained += 1
+
+    async def close(self) -> None:
+        track = self.track
+        if isinstance(track, AttachableTrack) and track.consumer == self._direct:
+            track.attach(None)
+        await super().close()
 
 
 class _Feed:

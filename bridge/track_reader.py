@@ -4,6 +4,11 @@ the decoded-frame track a gateway offers them (:class:`LatestFrameTrack`).
 aiortc queues a decoding track's frames without bound until someone reads them, so a reader
 keeps draining while inactive and hands frames on only while active. Subclasses say what to do
 with one frame (:meth:`TrackReader.take`).
+
+A track that decodes in a thread of its own may also offer its frames right there
+(:class:`AttachableTrack`, e.g. :class:`bridge.decoder.DecodedVideoTrack`): a reader that can
+take frames in any thread attaches to it and saves a hop through the event loop per frame
+(a cross-thread wake-up, a queue, a task switch).
 """
 
 from __future__ import annotations
@@ -12,12 +17,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
 
-__all__ = ["DecodedSource", "LatestFrameTrack", "TrackReader"]
+__all__ = ["AttachableTrack", "DecodedSource", "LatestFrameTrack", "TrackReader"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +38,20 @@ class DecodedSource(Protocol):
     """
 
     def set_decode(self, kind: str, decode: bool) -> MediaStreamTrack | None: ...
+
+
+@runtime_checkable
+class AttachableTrack(Protocol):
+    """A track that can hand its frames to a consumer in the thread that makes them.
+
+    While a consumer is attached, frames go to it and not to ``recv``, which then only
+    reports the end of the track (MediaStreamError).
+    """
+
+    @property
+    def consumer(self) -> Callable[[Any], None] | None: ...
+
+    def attach(self, consumer: Callable[[Any], None] | None) -> None: ...
 
 
 class TrackReader:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
+from bridge.decode_pool import DecodePool
 from bridge.decoder import DecoderConfig, VideoDecoder
 from bridge.encoder import EncoderConfig, Vp8Encoder, packetize_vp8
 from bridge.publication import Publication
@@ -53,16 +55,24 @@ class Upstream:
 
 
 def started(
-    reorder_window: int = 128, reorder_wait_s: float = 0.1
+    reorder_window: int = 128,
+    reorder_wait_s: float = 0.1,
+    *,
+    pool: DecodePool | None = None,
+    backlog_frames: int = 64,  # the tests feed whole clips at once
+    name: str = "pub",
 ) -> tuple[Publication, Upstream, VideoDecoder]:
     """A publication with a decoder on it (frames kept for the test to read)."""
-    publication = Publication("pub", "video")
+    publication = Publication(name, "video")
     upstream = Upstream()
     publication.bind(upstream)
     config = DecoderConfig(
-        queue_frames=16, reorder_window=reorder_window, reorder_wait_s=reorder_wait_s
+        queue_frames=16,
+        reorder_window=reorder_window,
+        reorder_wait_s=reorder_wait_s,
+        backlog_frames=backlog_frames,
     )
-    decoder = VideoDecoder("pub", config=config)
+    decoder = VideoDecoder(name, config=config, pool=pool)
     decoder.start(publication)
     return publication, upstream, decoder
 
@@ -168,6 +178,65 @@ async def test_a_lost_packet_drops_until_the_next_keyframe_and_asks_for_one(
     decoder.close()
 
 
+async def test_decoders_share_a_pool_and_a_broken_feed_never_stops_the_others(
+    clip: list[tuple[bytes, bool]],
+) -> None:
+    pool = DecodePool(1)
+    decoders = [started(pool=pool, name=f"pub{i}") for i in range(3)]
+    items = packets(clip)
+    keyframe = [i for i in items if i[1] == 0]
+    garbage = [(s, t, m, p[:7] + bytes(len(p) - 7)) for s, t, m, p in keyframe]
+    broken_publication, _upstream, broken = decoders[0]
+    for _round in range(3):  # keeps failing: every frame refers to a broken keyframe
+        await feed(broken_publication, garbage)
+    for publication, _upstream, _decoder in decoders[1:]:
+        await feed(publication, items)
+    for _publication, _upstream, decoder in decoders[1:]:
+        marks = [read_mark(await asyncio.wait_for(decoder.track.recv(), 10)) for _ in range(12)]
+        assert marks == list(range(12))
+        assert decoder.thread_ids == pool.thread_ids
+    await wait_for(lambda: broken.stats.decode_errors >= 1, 10, "a decode error")
+    assert broken.stats.frames_decoded == 0
+    assert len(pool.thread_ids) == 1  # one thread for all of them
+    for _publication, _upstream, decoder in decoders:
+        decoder.close()
+    for _publication, _upstream, decoder in decoders:
+        with pytest.raises(MediaStreamError):
+            while True:  # frames left in the queue, then the end
+                await asyncio.wait_for(decoder.track.recv(), 10)
+    pool.close()
+
+
+async def test_a_decoder_far_behind_drops_its_backlog_and_restarts_at_a_keyframe(
+    clip: list[tuple[bytes, bool]],
+) -> None:
+    pool = DecodePool(1)
+    gate = threading.Event()
+    pool.strand(lambda _item: gate.wait(10), "busy").put(0)  # the worker is busy elsewhere
+    publication, _upstream, decoder = started(pool=pool, backlog_frames=4)
+    items = packets(clip)
+    await feed(publication, [i for i in items if i[1] // FRAME_TICKS < 10])
+    # 0..3 wait; 4 finds four waiting: they and 4 are dropped, 5 too (no keyframe yet);
+    # the keyframe 6 starts again and 7..9 wait behind it
+    assert decoder.stats.frames_dropped_backlog == 5
+    assert decoder.stats.frames_dropped_broken == 1
+    assert decoder.stats.keyframe_requests == 1
+    gate.set()
+    marks = [read_mark(await asyncio.wait_for(decoder.track.recv(), 10)) for _ in range(4)]
+    assert marks == [6, 7, 8, 9]
+    decoder.close()
+    pool.close()
+
+
+async def test_a_decoder_closed_after_its_pool_ends_its_track() -> None:
+    pool = DecodePool(1)
+    _publication, _upstream, decoder = started(pool=pool)
+    pool.close()
+    decoder.close()
+    with pytest.raises(MediaStreamError):
+        await asyncio.wait_for(decoder.track.recv(), 10)
+
+
 def test_config_is_checked() -> None:
     with pytest.raises(ValueError):
         DecoderConfig(codec="h264")
@@ -175,3 +244,5 @@ def test_config_is_checked() -> None:
         DecoderConfig(queue_frames=0)
     with pytest.raises(ValueError):
         DecoderConfig(reorder_wait_s=-1)
+    with pytest.raises(ValueError):
+        DecoderConfig(backlog_frames=0)

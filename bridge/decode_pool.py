@@ -1,0 +1,154 @@
+"""Worker threads shared by many decoders: each decoder's work in order, all of it on a few
+threads.
+
+ARCHITECTURE.md, "The wall": every feed on the wall is decoded, off the event loop. One thread
+per feed (25 for a 5x5 wall) costs more than the decoding needs: every frame wakes its own
+thread, and each wake-up, GIL hand-over and cross-core signal is paid again per frame
+(``benchmarks/wall_bench.py``; on this 2-core virtual machine ~10 % of a decoding thread's
+time was the kernel switching threads). A :class:`DecodePool` runs the work of many
+decoders on ``workers`` threads instead; each decoder submits through a :class:`Strand` of
+its own, whose items are handled one at a time, in order, by whichever worker is free, so
+a decoder's state needs no lock. Strands take turns an item at a time: one feed with a
+backlog never holds up the others for more than one item.
+
+A handler that raises is logged and the worker goes on with the next item: one feed's
+failure never stops the others.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+__all__ = ["DecodePool", "Strand"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Strand(Generic[T]):
+    """One decoder's items, handled in order, one at a time, by its pool's workers."""
+
+    def __init__(self, pool: DecodePool, handler: Callable[[T], None], name: str) -> None:
+        self.name = name
+        self._pool = pool
+        self._handler = handler
+        self._items: collections.deque[T] = collections.deque()
+        self._lock = threading.Lock()
+        self._scheduled = False  # in the pool's ready queue, or being handled
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return f"Strand({self.name!r})"
+
+    @property
+    def pending(self) -> int:
+        """Items submitted and not yet handled."""
+        return len(self._items)
+
+    def put(self, item: T) -> None:
+        """Submit ``item`` (any thread); ignored once closed."""
+        with self._lock:
+            if self.closed:
+                return
+            self._items.append(item)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self._pool._schedule(self)
+
+    def clear(self) -> int:
+        """Drop the items not yet handled; returns how many."""
+        with self._lock:
+            dropped = len(self._items)
+            self._items.clear()
+            return dropped
+
+    def close(self) -> None:
+        """Drop what is pending and take no more items (idempotent). An item being handled
+        now runs to its end."""
+        with self._lock:
+            self.closed = True
+            self._items.clear()
+
+    def _run_one(self) -> None:
+        """Handle the oldest item (in a worker), then queue up again behind the others."""
+        with self._lock:
+            if not self._items:
+                self._scheduled = False
+                return
+            item = self._items.popleft()
+        try:
+            self._handler(item)
+        except Exception:
+            logger.exception("%r: handler failed", self)
+        with self._lock:
+            if not self._items:
+                self._scheduled = False
+                return
+        self._pool._schedule(self)
+
+
+class DecodePool:
+    """``workers`` threads running the :class:`Strand` items of many decoders.
+
+    Threads start with the first item; :meth:`close` ends them (idempotent). Strands of a
+    closed pool take no more work.
+    """
+
+    def __init__(self, workers: int = 1, *, name: str = "decode") -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self.workers = workers
+        self.name = name
+        self._ready: queue.SimpleQueue[Strand[object] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return f"DecodePool({self.name!r}, workers={self.workers})"
+
+    def strand(self, handler: Callable[[T], None], name: str) -> Strand[T]:
+        """A new strand whose items go to ``handler`` (called in a worker thread)."""
+        return Strand(self, handler, name)
+
+    @property
+    def thread_ids(self) -> tuple[int, ...]:
+        """The workers' native thread ids (for per-thread CPU accounting)."""
+        return tuple(t.native_id for t in self._threads if t.native_id is not None)
+
+    def close(self) -> None:
+        """End the workers once they finish what they are handling (idempotent)."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            for _ in self._threads:
+                self._ready.put(None)
+
+    def _schedule(self, strand: Strand[T]) -> None:
+        if self.closed:
+            return
+        if len(self._threads) < self.workers:
+            self._start()
+        self._ready.put(strand)  # type: ignore[arg-type]
+
+    def _start(self) -> None:
+        with self._lock:
+            while not self.closed and len(self._threads) < self.workers:
+                thread = threading.Thread(
+                    target=self._work, name=f"{self.name}-{len(self._threads)}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
+
+    def _work(self) -> None:
+        ready = self._ready
+        while (strand := ready.get()) is not None:
+            strand._run_one()
