@@ -62,7 +62,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,7 @@ from aiortc.rtp import RtpPacket as AiortcRtpPacket
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bridge.compositor import TileSpec, canvas_tile_rects
+from bridge.compositor import CompositorConfig, TileSpec, canvas_tile_rects
 from bridge.decode_pool import DecodePool
 from bridge.decoder import DecoderConfig, VideoDecoder
 from bridge.encoder import EncoderConfig, Vp8Encoder, packetize_vp8
@@ -484,7 +484,7 @@ async def run(
 
     first, last = int(before["produced"]), int(after["produced"])
     window = produced[first:last]
-    delays = measure_delays(produced, first, last, feeds, rects, source)
+    delays = measure_delays(produced, first, last, feeds, rects, source, config.compositor)
     threads = "a thread per feed" if pool is None else f"{pool.workers} shared"
     result: dict[str, Any] = {
         "feeds": feeds_n,
@@ -495,6 +495,8 @@ async def run(
         "source_fps": source.fps,
         "source_kbps": round(clip_kbps),
         "canvas": f"{config.compositor.width}x{config.compositor.height}",
+        "fit": config.compositor.fit.value,
+        "snap_scale": config.compositor.snap_scale,
         "layout": kind,
         "encoder": {
             "bitrate": config.encoder.bitrate,
@@ -549,13 +551,15 @@ def measure_delays(
     feeds: list[Feed],
     rects: tuple[Rect, ...],
     source: Source,
+    compositor: CompositorConfig,
 ) -> dict[str, Any]:
     """Decode the output (from its first keyframe) and find, per tile of the frames in
     ``produced[first:last]``, when the source frame it shows was sent."""
     decoder = av.CodecContext.create("libvpx", "r")
     delays: list[float] = []
     unreadable = 0
-    boxes = [plan_tile(r, source.width, source.height, FitMode.LETTERBOX).dst for r in rects]
+    fit, snap = compositor.fit, compositor.snap_scale
+    boxes = [plan_tile(r, source.width, source.height, fit, snap=snap).dst for r in rects]
     seen: dict[tuple[int, int], float] = {}
     for number, (produced_at, data) in enumerate(produced[:last]):
         frames = decoder.decode(av.Packet(data))
@@ -769,6 +773,18 @@ def main() -> None:
         help="each feed's bitrate (default: 600 kbit/s scaled by pixels per second)",
     )
     parser.add_argument(
+        "--fit",
+        choices=[m.value for m in FitMode],
+        default=CompositorConfig().fit.value,
+        help="how pictures fill their tiles (CompositorConfig.fit)",
+    )
+    parser.add_argument(
+        "--snap-scale",
+        type=float,
+        default=CompositorConfig().snap_scale,
+        help="CompositorConfig.snap_scale (e.g. 0.125: 360p drawn at exactly half size)",
+    )
+    parser.add_argument(
         "--decode-workers",
         type=int,
         default=1,
@@ -797,6 +813,10 @@ def main() -> None:
         for name in args.cases:
             path, threads, config = CASES[name]
             workers = args.decode_workers if threads == SHARED else threads
+            compositor = replace(
+                config.compositor, fit=FitMode(args.fit), snap_scale=args.snap_scale
+            )
+            config = replace(config, compositor=compositor)
             runs[name].append(
                 asyncio.run(
                     run(

@@ -97,6 +97,9 @@ class CompositorConfig:
     background: tuple[int, int, int] = (0, 0, 0)
     floor_border: tuple[int, int, int] = (230, 30, 30)
     scale_threads: int = 1
+    # letterboxed downscales at most this fraction above an exact 1/2^k are drawn at 1/2^k:
+    # smaller pictures, several times cheaper (see bridge.scaler.plan_tile); 0: exact fit
+    snap_scale: float = 0.0
     labels: LabelConfig = field(default_factory=LabelConfig)
 
     def __post_init__(self) -> None:
@@ -110,6 +113,8 @@ class CompositorConfig:
             raise ValueError(f"band_height must be in [0, 0.5), got {self.band_height}")
         if self.stall_after_s <= 0:
             raise ValueError(f"stall_after_s must be positive, got {self.stall_after_s}")
+        if not 0 <= self.snap_scale < 0.5:
+            raise ValueError(f"snap_scale must be in [0, 0.5), got {self.snap_scale}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +161,7 @@ class _Canvas:
     layout_key: object = None
     band_key: object = None
     tile_keys: list[object] = field(default_factory=list)
+    tile_bars: list[object] = field(default_factory=list)  # (plan, on floor) whose bars are intact
     view_cache: dict[Rect, Planes] = field(default_factory=dict)
 
     def views(self, rect: Rect) -> Planes:
@@ -174,6 +180,18 @@ class _TileState:
     scaler: TileScaler
     plan: TilePlan | None = None
     label: tuple[str, Bitmap, Rect] | None = None  # text, bitmap, where (cached)
+    # the parts of the plan's bars under the label (blended onto them on every draw)
+    label_bars: tuple[TilePlan, Rect, tuple[Rect, ...]] | None = None
+
+    def bars_under_label(self, plan: TilePlan) -> tuple[Rect, ...]:
+        label = self.label
+        if label is None:
+            return ()
+        cached = self.label_bars
+        if cached is None or cached[0] is not plan or cached[1] != label[2]:
+            parts = tuple(r for bar in plan.bars() if (r := _intersection(bar, label[2])))
+            cached = self.label_bars = (plan, label[2], parts)
+        return cached[2]
 
 
 class Compositor:
@@ -200,6 +218,7 @@ class Compositor:
         self._band = 0
         self._tile_draws: list[int] = []
         self._bad: dict[str, int] = {}  # source → generation that failed to draw
+        self._clock_advance: dict[int, int] = {}  # band height → clock glyph advance
         self._stats = CompositorStats()
 
     def _new_canvas(self, w: int, h: int) -> _Canvas:
@@ -325,6 +344,7 @@ class Compositor:
                 canvas.view_cache.clear()
                 canvas.band_key = None
                 canvas.tile_keys = [None] * len(self._tiles)
+                canvas.tile_bars = [None] * len(self._tiles)
             drawn = skipped = errors = 0
             under_band = False
             for index, (spec, tile) in enumerate(zip(layout.tiles, self._tiles, strict=True)):
@@ -333,7 +353,7 @@ class Compositor:
                 if canvas.tile_keys[index] == key:
                     skipped += 1
                     continue
-                if not self._draw_tile(canvas, spec, tile, status, deposit, key[2]):
+                if not self._draw_tile(canvas, index, spec, tile, status, deposit, key[2]):
                     errors += 1
                     key = (TileStatus.NO_SIGNAL, key[1], key[2])
                 canvas.tile_keys[index] = key
@@ -392,6 +412,7 @@ class Compositor:
     def _draw_tile(
         self,
         canvas: _Canvas,
+        index: int,
         spec: TileSpec,
         tile: _TileState,
         status: TileStatus,
@@ -400,10 +421,14 @@ class Compositor:
     ) -> bool:
         """Draw one tile; False if its picture could not be drawn (shown as no signal)."""
         ok = True
+        bars = canvas.tile_bars[index]
+        canvas.tile_bars[index] = None  # until a picture is drawn in full
         if status is TileStatus.VIDEO:
             assert deposit is not None and deposit.planes is not None
             try:
-                self._draw_video(canvas, spec, tile, deposit.planes, deposit.frame)
+                canvas.tile_bars[index] = self._draw_video(
+                    canvas, spec, tile, deposit.planes, deposit.frame, bars, on_floor
+                )
             except Exception:
                 assert spec.source_id is not None
                 if self._bad.get(spec.source_id) is None:
@@ -439,7 +464,12 @@ class Compositor:
         tile: _TileState,
         planes: Planes,
         frame: av.VideoFrame | None,
-    ) -> None:
+        bars: object,
+        on_floor: bool,
+    ) -> tuple[TilePlan, bool]:
+        """Draw the picture, its bars (unless this canvas holds them intact from the same
+        plan: then only where the label blends onto them) and the label; returns what the
+        bars now hold."""
         h, w = planes[0].shape
         plan = tile.plan
         fit = spec.fit or self.config.fit
@@ -453,12 +483,18 @@ class Compositor:
                     w,
                     h,
                 )
-            plan = plan_tile(tile.rect, w, h, fit)
+            plan = plan_tile(tile.rect, w, h, fit, snap=self.config.snap_scale)
             tile.plan = plan
-        for bar in plan.bars():
-            self._fill_views(canvas.views(bar), self._bg)
+        key = (plan, on_floor)
+        if bars != key:
+            for bar in plan.bars():
+                self._fill_views(canvas.views(bar), self._bg)
+        elif self.config.show_labels and spec.label:
+            for part in tile.bars_under_label(plan):
+                self._fill_views(canvas.views(part), self._bg)
         tile.scaler.draw(plan, planes, frame, canvas.views(plan.dst))
         self._draw_label(canvas, spec, tile)
+        return key
 
     def _draw_label(self, canvas: _Canvas, spec: TileSpec, tile: _TileState) -> None:
         """The site's name at the tile's bottom-left: luma blended, chroma neutral."""
@@ -501,7 +537,9 @@ class Compositor:
         blend_onto(bitmap, *_views(canvas.planes, Rect(0, 0, w, band)))
         if not clock_text:
             return
-        advance = self.text.clock_advance(band)
+        advance = self._clock_advance.get(band)
+        if advance is None:  # measured once per height: shaping ten digits every second
+            advance = self._clock_advance[band] = self.text.clock_advance(band)
         margin = 2 * max(1, band // 4)
         x = w - margin - advance * len(clock_text)
         for char in clock_text:
@@ -544,6 +582,16 @@ def canvas_tile_rects(
     top = band_height(config) if show_band and not config.banner_overlay else 0
     rects = tile_rects(kind, config.width, config.height - top, custom)
     return tuple(Rect(r.x, r.y + top, r.w, r.h) for r in rects)
+
+
+def _intersection(a: Rect, b: Rect) -> Rect | None:
+    """The overlap of ``a`` and ``b`` with even edges (covering it), or None."""
+    x0, y0 = max(a.x, b.x) & ~1, max(a.y, b.y) & ~1
+    x1 = min(a.x + a.w, (b.x + b.w + 1) & ~1)
+    y1 = min(a.y + a.h, (b.y + b.h + 1) & ~1)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return Rect(x0, y0, x1 - x0, y1 - y0)
 
 
 def _views(planes: Planes, rect: Rect) -> Planes:

@@ -47,6 +47,7 @@ __all__ = [
     "plan_tile",
     "plane_array",
     "plane_method",
+    "snapped_scale",
 ]
 
 U8 = npt.NDArray[np.uint8]
@@ -128,12 +129,32 @@ def _bars(t: Rect, d: Rect) -> tuple[Rect, ...]:
     return tuple(out)
 
 
-def plan_tile(tile: Rect, src_w: int, src_h: int, fit: FitMode) -> TilePlan:
-    """Plan drawing a ``src_w`` x ``src_h`` picture into ``tile`` with ``fit``."""
+def snapped_scale(scale: float, src_w: int, src_h: int, snap: float) -> float:
+    """``scale``, or the exact 1/2^k just below it when that is at most ``snap`` (a fraction)
+    smaller and keeps every plane's size exact; see :func:`plan_tile`."""
+    if snap <= 0 or scale >= 1:
+        return scale
+    k = 1
+    while 2.0**-k > scale:
+        k += 1
+    exact = 2.0**-k
+    unit = 2 << k  # luma and chroma both divide exactly (chroma is half the luma)
+    if exact >= scale * (1 - snap) and src_w % unit == 0 and src_h % unit == 0:
+        return exact
+    return scale
+
+
+def plan_tile(tile: Rect, src_w: int, src_h: int, fit: FitMode, *, snap: float = 0.0) -> TilePlan:
+    """Plan drawing a ``src_w`` x ``src_h`` picture into ``tile`` with ``fit``.
+
+    ``snap`` (letterbox only): a downscale at most this fraction above an exact 1/2^k is
+    drawn at 1/2^k instead, an exact box filter several times cheaper than swscale (360p
+    into a 384x202 tile: 320x180 instead of 360x202); the picture is that much smaller.
+    """
     if src_w < 2 or src_h < 2:
         raise ValueError(f"source {src_w}x{src_h} is too small")
     if fit is FitMode.LETTERBOX:
-        scale = min(tile.w / src_w, tile.h / src_h)
+        scale = snapped_scale(min(tile.w / src_w, tile.h / src_h), src_w, src_h, snap)
         dw = min(tile.w, max(2, _even(src_w * scale)))
         dh = min(tile.h, max(2, _even(src_h * scale)))
         dx = tile.x + ((tile.w - dw) // 2 & ~1)

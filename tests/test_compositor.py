@@ -369,6 +369,55 @@ def test_floor_border() -> None:
     assert comp.stats.tile_draws == [1, 2, 1, 1]
 
 
+def test_bars_kept_between_frames_stay_exact_under_labels_and_border() -> None:
+    # 4:3 pictures in 16:9 tiles: bars left and right, the label partly over the left bar
+    # (bars are filled once per canvas, and again only where the label blends onto them)
+    comp = make(buffers=1)
+    comp.set_layout("4", None, [TileSpec(f"s{i}", STREETS[i]) for i in range(4)])
+
+    def compose(value: int, floor: str | None) -> av.VideoFrame:
+        comp.set_floor(floor)
+        for i in range(4):
+            comp.push(f"s{i}", raw(240, 180, (value + 10 * i, 128, 128)), now=0.0)
+        return comp.compose(now=0.0)
+
+    first = planes(compose(100, None))[0].copy()
+    for value in (110, 120, 130):  # same geometry, new pictures: no accumulation anywhere
+        out = planes(compose(value, None))[0]
+        for i, r in enumerate(comp.tile_rects()):
+            plan = plan_tile(r, 240, 180, FitMode.LETTERBOX)
+            for bar in plan.bars():
+                area = (slice(bar.y, bar.y + bar.h), slice(bar.x, bar.x + bar.w))
+                assert np.array_equal(out[area], first[area]), (value, i, bar)
+            assert out[centre(r)[1], centre(r)[0]] == value + 10 * i
+    compose(140, "s1")  # the floor border over tile 1's bars, then taken away again
+    out = planes(compose(100, None))[0]
+    assert np.array_equal(out, first)
+    assert comp.stats.draw_errors == 0
+
+
+def test_snap_draws_near_halves_as_exact_halves() -> None:
+    tile = Rect(0, 64, 384, 202)  # a tile of the 1080p 5x5 layout under the band
+    exact = plan_tile(tile, 640, 360, FitMode.LETTERBOX)
+    assert (exact.dst.w, exact.dst.h, exact.luma) == (360, 202, Method.SWSCALE)
+    snapped = plan_tile(tile, 640, 360, FitMode.LETTERBOX, snap=0.125)
+    assert snapped.dst == Rect(32, 74, 320, 180)
+    assert (snapped.luma, snapped.chroma) == (Method.HALVE, Method.HALVE)
+    # too far from a half, a size that does not halve exactly, an upscale: no snapping
+    assert plan_tile(tile, 640, 360, FitMode.LETTERBOX, snap=0.05).dst.w == 360
+    assert plan_tile(tile, 642, 362, FitMode.LETTERBOX, snap=0.125).dst.w != 320
+    assert plan_tile(tile, 320, 180, FitMode.LETTERBOX, snap=0.125).dst.h == 202
+    comp = make(width=1920, height=1080, show_labels=False, show_clock=True, snap_scale=0.125)
+    comp.set_layout("25", None, [TileSpec("cam")])
+    comp.push("cam", raw(640, 360, colour(2)), now=0.0)
+    out = comp.compose(now=0.0)
+    r = comp.tile_rects()[0]
+    assert pixel(out, r.x + 32, r.y + 10) == colour(2)  # the picture: 320x180, centred
+    assert pixel(out, r.x + 30, r.y + 10) == BLACK  # the wider bar left of it
+    with pytest.raises(ValueError):
+        CompositorConfig(snap_scale=0.5)
+
+
 # -- placeholders, stalls, bad input -------------------------------------------------------
 
 
