@@ -11,6 +11,11 @@ its own, whose items are handled one at a time, in order, by whichever worker is
 a decoder's state needs no lock. Strands take turns an item at a time: one feed with a
 backlog never holds up the others for more than one item.
 
+Under CPU contention one thread gets one scheduler share however many feeds it serves, so
+the pool spills over: while ``spill_after`` or more strands wait for a worker, up to
+``spill_workers`` more threads are woken to help (and go back to sleep once the queue is
+empty). A quiet wall runs on ``workers`` threads; a starved one on more.
+
 A handler that raises is logged and the worker goes on with the next item: one feed's
 failure never stops the others.
 """
@@ -95,24 +100,39 @@ class Strand(Generic[T]):
 
 
 class DecodePool:
-    """``workers`` threads running the :class:`Strand` items of many decoders.
+    """``workers`` threads (and ``spill_workers`` more while ``spill_after`` strands wait)
+    running the :class:`Strand` items of many decoders.
 
     Threads start with the first item; :meth:`close` ends them (idempotent). Strands of a
     closed pool take no more work.
     """
 
-    def __init__(self, workers: int = 1, *, name: str = "decode") -> None:
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
+    def __init__(
+        self,
+        workers: int = 1,
+        *,
+        spill_workers: int = 2,
+        spill_after: int = 3,
+        name: str = "decode",
+    ) -> None:
+        if workers < 1 or spill_workers < 0 or spill_after < 1:
+            raise ValueError("workers and spill_after must be positive, spill_workers >= 0")
         self.workers = workers
+        self.spill_workers = spill_workers
+        self.spill_after = spill_after
         self.name = name
+        self.spills = 0  # times a spill worker was woken
         self._ready: queue.SimpleQueue[Strand[object] | None] = queue.SimpleQueue()
+        self._wake: queue.SimpleQueue[bool | None] = queue.SimpleQueue()  # for spill workers
+        self._idle_spill = 0
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self.closed = False
 
     def __repr__(self) -> str:
-        return f"DecodePool({self.name!r}, workers={self.workers})"
+        return (
+            f"DecodePool({self.name!r}, workers={self.workers}, spill_workers={self.spill_workers})"
+        )
 
     def strand(self, handler: Callable[[T], None], name: str) -> Strand[T]:
         """A new strand whose items go to ``handler`` (called in a worker thread)."""
@@ -129,26 +149,57 @@ class DecodePool:
             if self.closed:
                 return
             self.closed = True
-            for _ in self._threads:
+            started = bool(self._threads)
+        if started:
+            for _ in range(self.workers):
                 self._ready.put(None)
+            for _ in range(self.spill_workers):
+                self._wake.put(None)
 
     def _schedule(self, strand: Strand[T]) -> None:
         if self.closed:
             return
-        if len(self._threads) < self.workers:
+        if not self._threads:
             self._start()
-        self._ready.put(strand)  # type: ignore[arg-type]
+        ready = self._ready
+        ready.put(strand)  # type: ignore[arg-type]
+        if self._idle_spill and ready.qsize() >= self.spill_after:
+            with self._lock:
+                if self._idle_spill <= 0:
+                    return
+                self._idle_spill -= 1
+                self.spills += 1
+            self._wake.put(True)
 
     def _start(self) -> None:
         with self._lock:
-            while not self.closed and len(self._threads) < self.workers:
-                thread = threading.Thread(
-                    target=self._work, name=f"{self.name}-{len(self._threads)}", daemon=True
-                )
-                thread.start()
+            if self.closed or self._threads:
+                return
+            for i in range(self.workers + self.spill_workers):
+                target = self._work if i < self.workers else self._spill
+                thread = threading.Thread(target=target, name=f"{self.name}-{i}", daemon=True)
                 self._threads.append(thread)
+            self._idle_spill = self.spill_workers
+        for thread in self._threads:
+            thread.start()
 
     def _work(self) -> None:
         ready = self._ready
         while (strand := ready.get()) is not None:
             strand._run_one()
+
+    def _spill(self) -> None:
+        """A spill worker: woken while strands queue up, it helps until the queue is empty."""
+        ready = self._ready
+        while self._wake.get() is not None:
+            while True:
+                try:
+                    strand = ready.get_nowait()
+                except queue.Empty:
+                    break
+                if strand is None:  # a core worker's end: leave it to one
+                    ready.put(None)
+                    break
+                strand._run_one()
+            with self._lock:
+                self._idle_spill += 1

@@ -13,12 +13,19 @@ runs. Then:
   payloads; a frame that a lost packet broke is dropped with everything after it until the
   next keyframe, which is asked for at once, so the decoder is never fed a broken reference
   chain (the same classes the recorder uses);
-- one worker thread per decoder decodes with PyAV (the GIL is released while FFmpeg
-  decodes), ``thread_count=1`` (FIELD-NOTES.md: automatic threads cost more CPU on small
-  pictures for nothing);
+- a worker thread decodes with PyAV (the GIL is released while FFmpeg decodes),
+  ``thread_count=1`` (FIELD-NOTES.md: automatic threads cost more CPU on small pictures for
+  nothing). The workers are a :class:`~bridge.decode_pool.DecodePool` shared by all the
+  wall's decoders (each decoder's frames in order on whichever worker is free), or, without
+  one, a thread of the decoder's own. A worker that falls ``backlog_frames`` behind one
+  feed drops what waits and starts again at a keyframe (asked for at once): frames that wait
+  only add delay;
 - frames leave through :attr:`VideoDecoder.track`, a :class:`~aiortc.MediaStreamTrack` (the
   :class:`~bridge.track_reader.DecodedSource` contract), whose queue keeps only the newest
   ``queue_frames`` frames: a reader that falls behind skips pictures instead of adding delay.
+  A reader that can take frames in the decoding thread (the wall's
+  :class:`~bridge.feeds.FeedReader`) attaches to the track instead
+  (:meth:`DecodedVideoTrack.attach`): no hop through the event loop per frame.
 
 Measured on this shared 2-core machine (load average 5–8 from other jobs: compare within a
 run). ``benchmarks/wall_bench.py --decoders``: 25 decoders of the benchmark's 360p clip
@@ -210,7 +217,7 @@ class VideoDecoder:
         self._dropped_at_request = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._own_pool = pool is None
-        self.pool = pool or DecodePool(1, name=f"decode-{name}")
+        self.pool = pool or DecodePool(1, spill_workers=0, name=f"decode-{name}")
         self._work = self.pool.strand(self._decode, name)
         self._epoch = 0  # bumped on every start and stop: frames of an older run are dropped
         # worker state (one worker at a time per decoder, so no lock)

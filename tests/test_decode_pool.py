@@ -12,7 +12,7 @@ TIMEOUT = 10.0
 
 
 def test_each_strand_runs_in_order_one_item_at_a_time() -> None:
-    pool = DecodePool(2)
+    pool = DecodePool(2, spill_workers=2, spill_after=1)  # spill workers join in at once
     seen: dict[str, list[int]] = {"a": [], "b": [], "c": []}
     busy: dict[str, int] = {name: 0 for name in seen}
     overlapped: list[str] = []
@@ -40,7 +40,7 @@ def test_each_strand_runs_in_order_one_item_at_a_time() -> None:
     assert done.wait(TIMEOUT)
     assert all(v == list(range(200)) for v in seen.values())
     assert overlapped == []
-    assert len(pool.thread_ids) == 2
+    assert len(pool.thread_ids) == 4
     pool.close()
     pool.close()  # idempotent
 
@@ -92,6 +92,28 @@ def test_strands_take_turns_so_a_backlog_does_not_hold_up_others() -> None:
     pool.close()
 
 
+def test_spill_workers_help_while_strands_queue_up() -> None:
+    pool = DecodePool(1, spill_workers=1, spill_after=2)
+    gate = threading.Event()
+    pool.strand(lambda _item: gate.wait(TIMEOUT), "blocker").put(0)  # the core worker waits
+    handled: list[str] = []
+    done = threading.Event()
+
+    def handle(item: str) -> None:
+        handled.append(item)
+        if len(handled) == 2:
+            done.set()
+
+    a, b = pool.strand(handle, "a"), pool.strand(handle, "b")
+    a.put("a")
+    b.put("b")  # two strands waiting: a spill worker is woken and handles both
+    assert done.wait(TIMEOUT)
+    assert sorted(handled) == ["a", "b"]
+    assert pool.spills >= 1
+    gate.set()
+    pool.close()
+
+
 def test_clear_and_close_drop_what_is_pending() -> None:
     pool = DecodePool(1)
     gate = threading.Event()
@@ -122,3 +144,5 @@ def test_clear_and_close_drop_what_is_pending() -> None:
 def test_workers_must_be_positive() -> None:
     with pytest.raises(ValueError):
         DecodePool(0)
+    with pytest.raises(ValueError):
+        DecodePool(1, spill_workers=-1)

@@ -181,7 +181,7 @@ async def test_a_lost_packet_drops_until_the_next_keyframe_and_asks_for_one(
 async def test_decoders_share_a_pool_and_a_broken_feed_never_stops_the_others(
     clip: list[tuple[bytes, bool]],
 ) -> None:
-    pool = DecodePool(1)
+    pool = DecodePool(1, spill_workers=0)
     decoders = [started(pool=pool, name=f"pub{i}") for i in range(3)]
     items = packets(clip)
     keyframe = [i for i in items if i[1] == 0]
