@@ -206,7 +206,10 @@ class Peer:
             if not decode or self._closing is not None:
                 return None
             decoder = VideoDecoder(
-                f"{self.id}/{mid}", config=self.config.decoder, relay_config=self.relay.config
+                f"{self.id}/{mid}",
+                config=self.config.decoder,
+                relay_config=self.relay.config,
+                pool=self.relay.decode_pool,
             )
             self._decoders[mid] = decoder
         if decode and self._closing is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+from .decode_pool import DecodePool
 from .publication import Publication, RelayConfig
 from .slot import Slot
 
@@ -20,10 +21,17 @@ logger = logging.getLogger(__name__)
 
 
 class Relay:
-    """Owns publications and slots; routes each slot to at most one publication."""
+    """Owns publications and slots; routes each slot to at most one publication.
+
+    :attr:`decode_pool` is the one set of decoding threads that every
+    :class:`~bridge.decoder.VideoDecoder` of this relay's peers shares (the wall's feeds:
+    25 feeds on one thread cost less than 25 threads, bridge/decode_pool.py); one worker, as
+    the wall's compose + encode thread and the event loop need the other core.
+    """
 
     def __init__(self, config: RelayConfig | None = None) -> None:
         self.config = config or RelayConfig()
+        self.decode_pool = DecodePool(1, name="decode")
         self._publications: dict[str, Publication] = {}
         self._slots: dict[str, Slot] = {}
         self.closed = False
@@ -112,3 +120,4 @@ class Relay:
             publication.close()
         self._slots.clear()
         self._publications.clear()
+        self.decode_pool.close()

@@ -153,6 +153,7 @@ class UplinkPeer:
                     f"{self.id}/{transceiver.mid}",
                     config=self.config.decoder,
                     relay_config=self.relay.config,
+                    pool=self.relay.decode_pool,
                 )
             if decode and not self.closed:
                 decoder.start(publication)

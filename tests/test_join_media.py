@@ -273,9 +273,9 @@ async def test_media_terminal_obeys_the_video_limit(
         await chair.request({"type": "floor", "site": ZHUJI})
         await wait_for(lambda: terminal.video_limit == {}, 15, "limit lifted by the floor")
         await wait_for(lambda: keyframe_sizes(port)[-1][1:] == (640, 360), 20, "360p again")
-        steps = sorted(
-            b - a for a, b in itertools.pairwise(frame_timestamps(port, len(port.sent) - 30))
-        )
+        start = len(port.sent)
+        await wait_for(lambda: len(frame_timestamps(port, start)) > 10, 20, "frames at 30 fps")
+        steps = sorted(b - a for a, b in itertools.pairwise(frame_timestamps(port, start)))
         assert abs(steps[len(steps) // 2] - 3000) <= 3  # 30 fps (a clock rounding apart)
     finally:
         slot.close()
