@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -98,42 +98,52 @@ OUTBOUND_JS = """async () => {
 }"""
 
 
-def relay_state(server: Huishang, subscriber: str, source: str) -> dict[str, Any]:
-    """What the relay holds for *subscriber*'s main video slot and *source*'s camera."""
+def relay_state(server: Huishang, sites: Iterable[str]) -> dict[str, Any]:
+    """What the relay holds: each site's peer, every slot and publication (for a failure)."""
     media = server.media
     assert media is not None
-    out: dict[str, Any] = {
-        "sessions": (
-            server.conference.live_session(SiteId(subscriber)),
-            server.conference.live_session(SiteId(source)),
+    out: dict[str, Any] = {}
+    for site in sites:
+        peer = media.peer_of(site)
+        out[f"peer {site}"] = (
+            None
+            if peer is None
+            else (peer.id, peer.pc.connectionState, peer.close_reason, sorted(peer.slot_names))
         )
-    }
-    peer = media.peer_of(subscriber)
-    slot = peer.slot("main", "video") if peer is not None else None
-    if peer is not None:
-        out["peer"] = (peer.id, peer.pc.connectionState, peer.close_reason)
-    if slot is not None:
+    for slot in media.relay.slots.values():
         port = slot.port
-        out["slot"] = {
-            "source": repr(slot.source),
-            "pending": repr(slot.pending),
-            "switches": slot.switches,
+        out[f"slot {slot.id}"] = {
+            "source": slot.source.id if slot.source is not None else None,
+            "pending": slot.pending.id if slot.pending is not None else None,
             "forwarded": slot.packets_forwarded,
             "keyframe_requests": slot.keyframe_requests,
-            "buffered": slot.buffered,
             "ready": port.ready if port is not None else None,
         }
-    publication = media.publication(source, "video")
-    if publication is not None:
-        out["publication"] = {
-            "id": publication.id,
+    for publication in media.relay.publications.values():
+        out[f"publication {publication.id}"] = {
             "closed": publication.closed,
             "packets": publication.packets_received,
             "keyframes": publication.keyframes_seen,
             "plis": publication.plis_sent,
-            "slots": [s.id for s in publication.slots],
+            "muted": publication.muted,
         }
     return out
+
+
+async def snapshot(server: Huishang, pages: dict[str, Page]) -> str:
+    """Each page's media link, inbound and outbound video, and the relay (for a failure)."""
+    lines = []
+    for name, page in pages.items():
+        try:
+            state = await page.evaluate(MEDIA_STATE_JS)
+            inbound = await page.evaluate(INBOUND_JS)
+            outbound = await page.evaluate(OUTBOUND_JS)
+        except Exception as exc:  # a page that is gone says so
+            state, inbound, outbound = repr(exc), None, None
+        lines.append(f"{name}: {state}; inbound {inbound}; outbound {outbound}")
+    lines.append(f"relay: {relay_state(server, pages)}")
+    lines.append(f"sessions: { {s: server.conference.live_session(SiteId(s)) for s in pages} }")
+    return "\n".join(lines)
 
 
 # Milestones of the page's first join, in ms since navigation started (performance.now()).
@@ -286,18 +296,27 @@ def by(page: Page, testid: str):  # type: ignore[no-untyped-def]
     return page.get_by_test_id(testid)
 
 
-# Seen twice in about eight full-suite runs this session (never when run alone): after the
-# signalling listener restarts, one terminal page rejoins but its main video decodes nothing
-# for 25 s. The failure message carries the page's media state and notices; one rerun keeps
-# CI from hiding everything else behind it while the cause is looked for (session note).
-@pytest.mark.flaky(reruns=1)
+# The rejoin step once failed about one run in eight under load: 珠吉街's page took the
+# server's pause and resume for its new session faster than replaceTrack resolves, skipped the
+# resume and sent nothing (see test_a_pause_and_a_resume_in_one_breath_end_sending). Its
+# failure message carries both pages' media state and the relay's view of the slot.
 async def test_terminals_and_chair_see_each_other(
     server: Huishang, browsers: Browsers, tmp_path: Path
 ) -> None:
     cameras = {site: write_y4m(tmp_path / f"{site}.y4m", rgb) for site, rgb in COLOURS.items()}
-    chair = await browsers.open(server.join_url(CHAIR), "chair", cameras[CHAIR])
-    zhuji = await browsers.open(server.join_url(ZHUJI), "zhuji", cameras[ZHUJI])
-    xiancun = await browsers.open(server.join_url(XIANCUN), "xiancun", cameras[XIANCUN])
+    pages = {
+        CHAIR: await browsers.open(server.join_url(CHAIR), "chair", cameras[CHAIR]),
+        ZHUJI: await browsers.open(server.join_url(ZHUJI), "zhuji", cameras[ZHUJI]),
+        XIANCUN: await browsers.open(server.join_url(XIANCUN), "xiancun", cameras[XIANCUN]),
+    }
+    try:
+        await see_each_other(server, pages)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{await snapshot(server, pages)}") from None
+
+
+async def see_each_other(server: Huishang, pages: dict[str, Page]) -> None:
+    chair, zhuji, xiancun = pages[CHAIR], pages[ZHUJI], pages[XIANCUN]
     terminals = {ZHUJI: zhuji, XIANCUN: xiancun}
     await expect(by(chair, "connection")).to_have_attribute("data-state", "online")
 
@@ -364,23 +383,16 @@ async def test_terminals_and_chair_see_each_other(
     before = await xiancun.evaluate("window.__huishang.conn.welcome.session")
     await server.signalling.close()
     await server.signalling.start()
+    # protocol.js backs off while the listener is away (up to 15 s between tries), and the
+    # listener's close waits for every session's media to close: under load that alone can
+    # take longer than the usual 25 s.
     await until(
         "冼村街 rejoined",
         lambda: xiancun.evaluate("window.__huishang.conn.welcome.session"),
         lambda session: session != before,
+        timeout=60,
     )
-    try:
-        await plays(xiancun, "冼村街 after the rejoin")
-    except AssertionError as exc:
-        state = await xiancun.evaluate(MEDIA_STATE_JS)
-        inbound = await xiancun.evaluate(INBOUND_JS)
-        relay = relay_state(server, XIANCUN, ZHUJI)
-        sender = await zhuji.evaluate(OUTBOUND_JS)
-        zhuji_state = await zhuji.evaluate(MEDIA_STATE_JS)
-        raise AssertionError(
-            f"{exc}; page media state: {state}; inbound: {inbound}; relay: {relay}; "
-            f"珠吉街 page: {zhuji_state}, sending: {sender}"
-        ) from None
+    await plays(xiancun, "冼村街 after the rejoin")
     await shows(xiancun, '[data-testid="programme-video"]', ZHUJI, "冼村街 sees 珠吉街 again")
     await shows(chair, '[data-testid="programme-video"]', ZHUJI, "the chair sees 珠吉街 again")
     # The chair console asked for its preview again on its new session.
@@ -462,3 +474,42 @@ async def test_a_pause_and_a_resume_in_one_breath_end_sending(
     await until("paused again", lambda: page.evaluate(SENDING_JS), lambda s: s == NOT_SENDING)
     await page.evaluate("window.__huishang.media.sendersSettled()")
     assert await page.evaluate(SENDING_JS) == NOT_SENDING
+
+
+# Start the page's media again with an offer the server refuses for a passing reason: a burst
+# of pings empties the session's rate-limit bucket just before the offer goes out.
+REFUSED_START_JS = """async () => {
+  const h = window.__huishang;
+  const conn = h.conn;
+  const request = conn.request;
+  conn.request = (msg) => {
+    if (msg.type === 'offer') {
+      delete conn.request;  // the prototype's again
+      for (let i = 0; i < 300; i++) conn.send({type: 'ping'});
+    }
+    return request.call(conn, msg);
+  };
+  await h.media.start(conn);
+  return h.media.lastRefusal;
+}"""
+
+
+async def test_an_offer_refused_for_a_passing_reason_is_tried_again(
+    server: Huishang, browsers: Browsers, tmp_path: Path
+) -> None:
+    """A session whose offer the server refuses with ``rate_limited`` (or ``timeout``,
+    ``internal``) does not stay without media: the page shows the refusal, then rejoins
+    (a fresh session) after a back-off and connects."""
+    camera = write_y4m(tmp_path / "camera.y4m", COLOURS[XIANCUN])
+    page = await browsers.open(server.join_url(XIANCUN), "xiancun", camera)
+    await expect(by(page, "media-state")).to_have_attribute("data-state", "connected")
+    before = await page.evaluate("window.__huishang.conn.welcome.session")
+    assert await page.evaluate(REFUSED_START_JS) == "rate_limited"
+    await expect(by(page, "notice")).to_contain_text("rate_limited")
+    await until(
+        "rejoined",
+        lambda: page.evaluate("window.__huishang.conn.welcome.session"),
+        lambda session: session != before,
+    )
+    await expect(by(page, "media-state")).to_have_attribute("data-state", "connected")
+    assert await page.evaluate("window.__huishang.media.lastRefusal") is None

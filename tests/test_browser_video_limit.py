@@ -35,9 +35,11 @@ CHAIR, ZHUJI = "tianhe", "tianhe.zhuji"
 CAPTURED = 360  # the terminal page asks its camera for 640x360
 
 # What the page's camera sender sends and is set to: outbound-rtp video stats, encodings[0],
-# the media link's own account, and whether a sender carries the camera now.
+# the media link's own account, and whether a sender carries the camera now; read once the
+# sender operations of the latest `pause` have ended.
 SENT_JS = """async () => {
   const media = window.__huishang.media;
+  await media.sendersSettled();
   const sender = media.senders.video;
   const out = {limit: media.videoLimit, encoding: media.videoEncoding, height: null, fps: null,
     frames: 0, sending: !!(sender && sender.track), params: null,

@@ -32,6 +32,7 @@
 //                                  //   (sent), answer (applied), connected, frame (first main
 //                                  //   video frame decoded, seen by the once-a-second stats)
 //   await media.negotiate(sdp)     // send one offer SDP; a refusal shows as a notice, null
+//   media.lastRefusal              // the error code of the last refused offer, or null
 //   media.close()
 //
 // Offer (PROTOCOL.md, Media): audio then video, each sendrecv when we have that device
@@ -47,12 +48,13 @@
 // but not nothing, on the 200 uplinks a conference has. The resumed encoder starts with a
 // keyframe, and the relay asks for one (PLI) when it switches a slot to us anyway.
 //
-// Senders follow the latest wish, one operation at a time. replaceTrack and setParameters are
-// asynchronous, and `sender.track` changes only when replaceTrack resolves; so the wish is
-// compared with what we last asked for, never with `sender.track` in flight. A pause and a
-// resume in quick succession (the server sends both within milliseconds when several sites
-// rejoin at once) must end sending: comparing with `sender.track` would see the resume as
-// "already sending", skip it, and leave the camera replaced by null for good.
+// Senders follow the latest wish, one operation at a time per sender: replaceTrack and
+// setParameters are asynchronous, and `sender.track` changes only when replaceTrack resolves.
+// A wish that changes while an operation runs is taken up when it ends, against the settled
+// `sender.track`. A pause and a resume in quick succession (the server sends both within
+// milliseconds when several sites rejoin at once) must end sending: comparing the resume
+// with a `sender.track` whose replacement by null is still in flight would see "already
+// sending", skip it, and leave the camera off for good (the cause of a flaky browser test).
 //
 // Video limit (the server needs at most this much of our camera: only small wall tiles show
 // it; docs/protocol.md, `pause` `video_limit`): each `pause` carries the limit in force
@@ -74,11 +76,20 @@
 // Recovery: each `welcome` (protocol.js reconnects by itself after a network drop or a server
 // restart) starts a new peer connection for the new session. If the peer connection fails
 // while signalling is still up, the signalling socket is dropped so that protocol.js rejoins
-// and the whole thing starts over from a fresh `welcome`.
+// and the whole thing starts over from a fresh `welcome`. So does a session's first offer
+// that the server could not take up for a passing reason (`timeout`, `rate_limited`,
+// `internal`), after a back-off (1 s, 2 s, 4 s ... 15 s, jittered, reset once media
+// connects): offering again on the same session would not do, as the server may hold a peer
+// for the lost offer. A refusal of the offer itself (`bad_request`, `conflict`, ...) stays a
+// notice; `offline` needs nothing (the socket is gone, a new `welcome` restarts media).
 
 const GATHER_TIMEOUT_MS = 2000;
 const FAILED_GRACE_MS = 4000;
 const STATS_INTERVAL_MS = 1000;
+const RETRY_BASE_MS = 1000;
+const RETRY_MAX_MS = 15000;
+/** Refusals of an offer that say nothing about the offer: worth a fresh session. */
+const PASSING_REFUSALS = new Set(["timeout", "rate_limited", "internal"]);
 
 /**
  * The camera and microphone, as much of them as this browser will give: both, else each
@@ -166,13 +177,16 @@ export class MediaLink {
     this.videoLimit = null; // {height?, fps?} from the latest pause, null: send as captured
     this.videoEncoding = null; // what encodings[0] of the camera sender was last set to
     this.muted = false;
-    this._sync = { audio: null, video: null }; // per sender: {sender, running, again, done}
+    this._sync = { audio: null, video: null }; // per sender: {sender, running, again}
     this.generation = 0;
     this.startedAt = 0;
     this.firstFrameMs = null; // ms from start() to the first decoded main video frame
     this.marks = {};
     this._statsTimer = null;
     this._failTimer = null;
+    this._retryTimer = null;
+    this._retries = 0; // sessions in a row whose first offer was refused for a passing reason
+    this.lastRefusal = null; // the code of the last refused offer, or null
     this._last = null; // previous stats sample for rates
   }
 
@@ -213,7 +227,10 @@ export class MediaLink {
     });
     const report = () => {
       if (generation !== this.generation) return;
-      if (pc.connectionState === "connected" && !marks.connected) marks.connected = performance.now();
+      if (pc.connectionState === "connected" && !marks.connected) {
+        marks.connected = performance.now();
+        this._retries = 0;
+      }
       this.onState({
         pc: pc.connectionState,
         ice: pc.iceConnectionState,
@@ -237,6 +254,7 @@ export class MediaLink {
       if (generation !== this.generation) return;
       if (!answer) {
         this.onState({ pc: "refused", ice: pc.iceConnectionState, gathering: pc.iceGatheringState, generation });
+        if (PASSING_REFUSALS.has(this.lastRefusal)) this._retryLater(generation);
         return;
       }
       answered = true;
@@ -259,8 +277,10 @@ export class MediaLink {
     let reply;
     try {
       reply = await this.conn.request({ type: "offer", sdp });
+      this.lastRefusal = null;
     } catch (err) {
       if (generation === this.generation) {
+        this.lastRefusal = err.code || "error";
         const reason = err.code ? `${err.code}: ${err.message}` : String(err.message || err);
         this.onNotice(`服务器拒绝了媒体请求 · offer refused (${reason})`, "error");
       }
@@ -332,7 +352,7 @@ export class MediaLink {
         do {
           sync.again = false;
           if (this._sync[kind] !== sync) return; // a new peer connection took over
-          await this._syncOnce(kind, sync.sender);
+          await this._syncOnce(kind, sync);
         } while (sync.again);
       } finally {
         sync.running = null;
@@ -340,7 +360,8 @@ export class MediaLink {
     })();
   }
 
-  async _syncOnce(kind, sender) {
+  async _syncOnce(kind, sync) {
+    const sender = sync.sender;
     const track = this.local.getTracks().find((t) => t.kind === kind) || null;
     if (!track) return;
     const wanted = this.paused[kind] ? null : track;
@@ -348,15 +369,19 @@ export class MediaLink {
       try {
         await sender.replaceTrack(wanted);
       } catch (err) {
-        this.onNotice(`无法切换发送 · cannot ${wanted ? "resume" : "pause"} ${kind}: ${err}`, "error");
+        // a sender of a closed peer connection (a rejoin took over) has nothing to say
+        if (this._sync[kind] === sync) {
+          this.onNotice(`无法切换发送 · cannot ${wanted ? "resume" : "pause"} ${kind}: ${err}`, "error");
+        }
         return;
       }
     }
-    if (kind === "video") await this._applyVideoLimit(sender, track);
+    if (kind === "video" && this._sync[kind] === sync) await this._applyVideoLimit(sync, track);
   }
 
   /** encodings[0] of the camera sender as the video limit says (see the header). */
-  async _applyVideoLimit(sender, track) {
+  async _applyVideoLimit(sync, track) {
+    const sender = sync.sender;
     const limit = this.videoLimit;
     const captured = (track.getSettings && track.getSettings().height) || 0;
     const scale = limit && limit.height && captured > 0 ? Math.max(1, captured / limit.height) : 1;
@@ -382,7 +407,9 @@ export class MediaLink {
       await sender.setParameters(params);
       this.videoEncoding = { scaleResolutionDownBy: scale, maxFramerate: fps };
     } catch (err) {
-      this.onNotice(`无法限制视频 · cannot limit video: ${err.name || ""} ${err.message || err}`, "error");
+      if (this._sync.video === sync) {
+        this.onNotice(`无法限制视频 · cannot limit video: ${err.name || ""} ${err.message || err}`, "error");
+      }
     }
   }
 
@@ -433,6 +460,18 @@ export class MediaLink {
       this.onNotice("媒体连接中断，正在重新接入 · media lost, rejoining", "error");
       this._rejoin();
     }, pc.connectionState === "failed" ? 500 : FAILED_GRACE_MS);
+  }
+
+  /** A fresh session after a back-off, unless something else started one meanwhile. */
+  _retryLater(generation) {
+    const ceiling = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** this._retries);
+    this._retries += 1;
+    const delay = Math.round(ceiling * (0.5 + Math.random() * 0.5));
+    clearTimeout(this._retryTimer);
+    this._retryTimer = setTimeout(() => {
+      this._retryTimer = null;
+      if (generation === this.generation) this._rejoin();
+    }, delay);
   }
 
   /** Start over from a fresh welcome: a dead media path with live signalling. */
@@ -501,6 +540,8 @@ export class MediaLink {
     this._statsTimer = null;
     clearTimeout(this._failTimer);
     this._failTimer = null;
+    clearTimeout(this._retryTimer);
+    this._retryTimer = null;
     this._last = null;
     if (this.pc) {
       try {
