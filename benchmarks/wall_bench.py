@@ -9,15 +9,21 @@ to the relay's budget):
 - each feed is a pre-encoded 360p VP8 clip (libvpx, ~600 kbit/s, a keyframe every 4 s, a
   textured picture with a moving block, like a camera) whose every frame paints its index as
   16 luma blocks; it is replayed at 30 fps as RTP (RFC 7741 packets from
-  :func:`bridge.encoder.packetize_vp8`), each feed with its own phase;
+  :func:`bridge.encoder.packetize_vp8`), each feed with its own phase. ``--source-size WxH``
+  and ``--source-fps N`` replay the same clip made at another size and rate instead (what
+  terminals send when they follow the server's video-limit hint, e.g. ``384x216`` at 30 fps
+  or 360p at 15 fps), at the same bits per pixel unless ``--source-kbps`` says otherwise;
+  the marks stay readable at any size, so the delay is measured as well;
 - per feed, exactly what ``Peer.set_decode("video", True)`` sets up: the RTP goes into the
   feed's :class:`~bridge.publication.Publication`, a :class:`~bridge.decoder.VideoDecoder`
-  takes it through a slot of its own (depacketised on the event loop, decoded in its worker
-  thread) into its track;
-- :class:`bridge.feeds.FeedReader` moves decoded frames into a :class:`bridge.wall.WallOutput`
-  (layout ``25``, labels, banner, clock), which composes and encodes (VP8 1080p, its
-  :class:`~bridge.encoder.EncoderConfig` defaults) in its worker thread and packetises into its
-  publication.
+  takes it through a slot of its own (depacketised on the event loop) and decodes it in a
+  worker of a :class:`~bridge.decode_pool.DecodePool` shared by all feeds
+  (``--decode-workers``; case ``bridge-30fps-perfeed``: a thread per feed instead);
+- :class:`bridge.feeds.FeedReader`, attached to the decoder's track, hands each decoded
+  frame in the decoding thread to a :class:`bridge.wall.WallOutput` (layout ``25``, labels,
+  banner, clock; ``--fit`` and ``--snap-scale`` set its compositor's), which composes and
+  encodes (VP8 1080p, its :class:`~bridge.encoder.EncoderConfig` defaults) in its worker
+  thread and packetises into its publication.
 
 Cases, run one after the other in the same process (``--rounds`` interleaves them):
 ``bridge`` = the product's defaults (a layout of 16 sources or more composes at
@@ -29,7 +35,8 @@ does not feed the publication at all, so its event loop does less than in the pr
 the relay forwards the same packets anyway).
 
 Measured over a steady window after a warm-up: CPU seconds per wall second of the whole
-process (``time.process_time``: decode threads, compose + encode thread, the loop's
+process (``time.process_time``: decode threads (with the hand-off into the compositor),
+compose + encode thread, the loop's
 depayloading, jitter buffers, feed readers and RTP packetising, and the replay itself) and of
 each part (per-thread CPU clocks), as % of one core; the output frame rate; and the delay from
 a source frame's last RTP packet reaching the feed to the wall frame that first shows it
@@ -42,9 +49,12 @@ tile's painted index read back).
 by side: the evidence behind :class:`~bridge.decoder.DecoderConfig`'s default.
 
 Usage: ``python benchmarks/wall_bench.py [--seconds 10] [--feeds 25] [--cases ...]
-[--rounds N] [--encoder] [--decoders] [--scaling 4 9 16]`` (the last also runs those feed
-counts with the product's defaults, for a table of CPU per feed). Writes
-``benchmarks/results/wall.json``. Figures come from a shared, noisy 2-core machine.
+[--rounds N] [--encoder] [--decoders] [--scaling 4 9 16] [--source-size 640x360]
+[--source-fps 30] [--source-kbps K] [--decode-workers 1] [--fit letterbox] [--snap-scale 0]``
+(``--scaling`` also runs those feed counts with the product's defaults, for a table of CPU
+per feed). Writes ``benchmarks/results/wall.json`` (``wall_WxH_Nfps.json`` for another
+source; ``--out`` to choose), which records the source's size, rate and bitrate. Figures
+come from a shared, noisy 2-core machine.
 """
 
 from __future__ import annotations
@@ -450,6 +460,7 @@ async def run(
         "feed_frames": sum(f.reader.frames for f in feeds),
         "decoded": sum(f.decoded() for f in feeds),
         "produced": len(produced),
+        "tiles_drawn": output.compositor.stats.tiles_drawn,
     }
     await asyncio.sleep(seconds)
     after: dict[str, float] = {
@@ -465,6 +476,7 @@ async def run(
         "feed_frames": sum(f.reader.frames for f in feeds),
         "decoded": sum(f.decoded() for f in feeds),
         "produced": len(produced),
+        "tiles_drawn": output.compositor.stats.tiles_drawn,
     }
     stop.set()
     for task in tasks:
@@ -534,6 +546,7 @@ async def run(
     encode_ms = 1000 * (after["encode"] - before["encode"]) / frames
     result |= {
         "target_fps": target_fps,
+        "tiles_drawn_per_frame": round((after["tiles_drawn"] - before["tiles_drawn"]) / frames, 1),
         "decode_ms_per_frame": round(decode_ms, 3),
         "compose_ms_per_frame": round(compose_ms, 2),
         "encode_ms_per_frame": round(encode_ms, 2),
@@ -735,6 +748,7 @@ ROWS = (
     ("CPU decode + compose + encode (budget 60)", "cpu_decode_compose_encode_pct"),
     ("decode ms per feed frame", "decode_ms_per_frame"),
     ("compose ms per wall frame", "compose_ms_per_frame"),
+    ("tiles redrawn per wall frame", "tiles_drawn_per_frame"),
     ("encode ms per wall frame", "encode_ms_per_frame"),
     ("the same at the nominal rates (budget 60)", "cpu_at_nominal_rates_pct"),
     ("CPU event loop (RTP, depacketising, feeds)", "cpu_event_loop_pct"),
