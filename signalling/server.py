@@ -154,7 +154,10 @@ class SignallingServer:
     def port(self) -> int:
         if self._server is None:
             raise RuntimeError("the signalling listener is not running")
-        return int(next(iter(self._server.sockets)).getsockname()[1])
+        sockets = tuple(self._server.sockets)
+        if not sockets:
+            raise RuntimeError("the signalling listener is closing")
+        return int(sockets[0].getsockname()[1])
 
     @property
     def url(self) -> str:
@@ -169,9 +172,9 @@ class SignallingServer:
                 await self._ticker
             self._ticker = None
         if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+            server, self._server = self._server, None  # not running from now on (/api/info: 503)
+            server.close()
+            await server.wait_closed()
 
     # -- one connection ---------------------------------------------------------------------
 
