@@ -571,8 +571,11 @@ def measure_delays(
     decoder = av.CodecContext.create("libvpx", "r")
     delays: list[float] = []
     unreadable = 0
-    fit, snap = compositor.fit, compositor.snap_scale
-    boxes = [plan_tile(r, source.width, source.height, fit, snap=snap).dst for r in rects]
+    fit, snap, tolerance = compositor.fit, compositor.snap_scale, compositor.copy_tolerance
+    boxes = [
+        plan_tile(r, source.width, source.height, fit, snap=snap, copy_tolerance=tolerance).dst
+        for r in rects
+    ]
     seen: dict[tuple[int, int], float] = {}
     for number, (produced_at, data) in enumerate(produced[:last]):
         frames = decoder.decode(av.Packet(data))

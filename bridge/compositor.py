@@ -100,6 +100,9 @@ class CompositorConfig:
     # letterboxed downscales at most this fraction above an exact 1/2^k are drawn at 1/2^k:
     # smaller pictures, several times cheaper (see bridge.scaler.plan_tile); 0: exact fit
     snap_scale: float = 0.0
+    # a picture within this fraction of its fitted size is drawn 1:1 (cropped or barred by
+    # that much) instead of scaled by almost nothing (see bridge.scaler.plan_tile)
+    copy_tolerance: float = 0.07
     labels: LabelConfig = field(default_factory=LabelConfig)
 
     def __post_init__(self) -> None:
@@ -115,6 +118,8 @@ class CompositorConfig:
             raise ValueError(f"stall_after_s must be positive, got {self.stall_after_s}")
         if not 0 <= self.snap_scale < 0.5:
             raise ValueError(f"snap_scale must be in [0, 0.5), got {self.snap_scale}")
+        if not 0 <= self.copy_tolerance < 0.5:
+            raise ValueError(f"copy_tolerance must be in [0, 0.5), got {self.copy_tolerance}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,7 +488,14 @@ class Compositor:
                     w,
                     h,
                 )
-            plan = plan_tile(tile.rect, w, h, fit, snap=self.config.snap_scale)
+            plan = plan_tile(
+                tile.rect,
+                w,
+                h,
+                fit,
+                snap=self.config.snap_scale,
+                copy_tolerance=self.config.copy_tolerance,
+            )
             tile.plan = plan
         key = (plan, on_floor)
         if bars != key:

@@ -144,8 +144,22 @@ def snapped_scale(scale: float, src_w: int, src_h: int, snap: float) -> float:
     return scale
 
 
-def plan_tile(tile: Rect, src_w: int, src_h: int, fit: FitMode, *, snap: float = 0.0) -> TilePlan:
+def plan_tile(
+    tile: Rect,
+    src_w: int,
+    src_h: int,
+    fit: FitMode,
+    *,
+    snap: float = 0.0,
+    copy_tolerance: float = 0.0,
+) -> TilePlan:
     """Plan drawing a ``src_w`` x ``src_h`` picture into ``tile`` with ``fit``.
+
+    ``copy_tolerance`` (letterbox only): a picture within this fraction of its fitted size
+    is drawn 1:1 (a plane copy) instead of scaled by almost nothing: what does not fit is
+    cropped (at most that fraction, centred), what is missing stays bar. A source sent at
+    about the tile's size (a 216p or 202p camera in a 384x202 or 384x204 tile) then costs a
+    copy instead of a swscale pass, and stays pixel-sharp.
 
     ``snap`` (letterbox only): a downscale at most this fraction above an exact 1/2^k is
     drawn at 1/2^k instead, an exact box filter several times cheaper than swscale (360p
@@ -154,7 +168,10 @@ def plan_tile(tile: Rect, src_w: int, src_h: int, fit: FitMode, *, snap: float =
     if src_w < 2 or src_h < 2:
         raise ValueError(f"source {src_w}x{src_h} is too small")
     if fit is FitMode.LETTERBOX:
-        scale = snapped_scale(min(tile.w / src_w, tile.h / src_h), src_w, src_h, snap)
+        scale = min(tile.w / src_w, tile.h / src_h)
+        if copy_tolerance > 0 and 1 - copy_tolerance <= scale <= 1 / (1 - copy_tolerance):
+            return _plan_copy(tile, src_w, src_h, fit)
+        scale = snapped_scale(scale, src_w, src_h, snap)
         dw = min(tile.w, max(2, _even(src_w * scale)))
         dh = min(tile.h, max(2, _even(src_h * scale)))
         dx = tile.x + ((tile.w - dw) // 2 & ~1)
@@ -182,6 +199,28 @@ def plan_tile(tile: Rect, src_w: int, src_h: int, fit: FitMode, *, snap: float =
     whole = crop == Rect(0, 0, src_w, src_h)
     return TilePlan(
         tile, fit, src_w, src_h, dst, crop, luma, chroma, scaled, window, whole, _bars(tile, dst)
+    )
+
+
+def _plan_copy(tile: Rect, src_w: int, src_h: int, fit: FitMode) -> TilePlan:
+    """Draw the source 1:1, centred, cropped to the tile (even sizes and offsets)."""
+    cw, ch = max(2, min(src_w, tile.w) & ~1), max(2, min(src_h, tile.h) & ~1)
+    crop = Rect((src_w - cw) // 2 & ~1, (src_h - ch) // 2 & ~1, cw, ch)
+    dst = Rect(tile.x + ((tile.w - cw) // 2 & ~1), tile.y + ((tile.h - ch) // 2 & ~1), cw, ch)
+    whole = crop == Rect(0, 0, src_w, src_h)
+    return TilePlan(
+        tile,
+        fit,
+        src_w,
+        src_h,
+        dst,
+        crop,
+        Method.COPY,
+        Method.COPY,
+        (cw, ch),
+        (0, 0),
+        whole,
+        _bars(tile, dst),
     )
 
 

@@ -418,6 +418,32 @@ def test_snap_draws_near_halves_as_exact_halves() -> None:
         CompositorConfig(snap_scale=0.5)
 
 
+def test_pictures_about_the_tile_size_are_copied_not_scaled() -> None:
+    tile = Rect(0, 266, 384, 204)  # a tile of the 1080p 5x5 layout under the band
+    bigger = plan_tile(tile, 384, 216, FitMode.LETTERBOX, copy_tolerance=0.07)
+    assert (bigger.luma, bigger.chroma) == (Method.COPY, Method.COPY)
+    assert bigger.dst == tile and bigger.crop == Rect(0, 6, 384, 204)
+    smaller = plan_tile(tile, 360, 202, FitMode.LETTERBOX, copy_tolerance=0.07)
+    assert (smaller.luma, smaller.dst) == (Method.COPY, Rect(12, 266, 360, 202))
+    assert plan_tile(tile, 384, 216, FitMode.LETTERBOX).luma is Method.SWSCALE
+    assert plan_tile(tile, 640, 360, FitMode.LETTERBOX, copy_tolerance=0.07).dst.w == 362
+    # on the canvas: the source's own pixels, 1:1 (a gradient would show any scaling)
+    comp = make(width=1920, height=1080, show_labels=False, show_clock=True)
+    assert comp.config.copy_tolerance > 0
+    comp.set_layout("25", None, [TileSpec(f"s{i}") for i in range(25)])
+    y, u, v = raw(384, 216, (0, 128, 128))
+    y[:] = (np.arange(384) % 200 + 20).astype(np.uint8)[None, :]
+    y[:, :4] = np.arange(216, dtype=np.uint8)[:, None]
+    comp.push("s5", (y, u, v), now=0.0)
+    out = planes(comp.compose(now=0.0))[0]
+    r = comp.tile_rects()[5]
+    assert r == tile
+    assert np.array_equal(out[r.y : r.y + r.h, r.x : r.x + r.w], y[6:210])
+    assert comp.stats.draw_errors == 0
+    with pytest.raises(ValueError):
+        CompositorConfig(copy_tolerance=-0.1)
+
+
 # -- placeholders, stalls, bad input -------------------------------------------------------
 
 
