@@ -142,6 +142,7 @@ class CompositorStats:
     malformed_frames: int = 0
     draw_errors: int = 0
     tile_draws: list[int] = field(default_factory=list)
+    tiles_copied: int = 0  # taken from the previous canvas instead of drawn again
 
 
 class _Deposit(NamedTuple):
@@ -218,6 +219,7 @@ class Compositor:
         w, h = cfg.width, cfg.height
         self._canvases = [self._new_canvas(w, h) for _ in range(cfg.buffers)]
         self._next = 0
+        self._previous: _Canvas | None = None  # the canvas handed out last
         self._geometry_key: object = None
         self._tiles: list[_TileState] = []
         self._band = 0
@@ -309,13 +311,14 @@ class Compositor:
         with self._lock:
             s = self._stats
             return CompositorStats(
-                s.frames,
-                s.tiles_drawn,
-                s.tiles_skipped,
-                s.band_drawn,
-                s.malformed_frames,
-                s.draw_errors,
-                list(s.tile_draws),
+                frames=s.frames,
+                tiles_drawn=s.tiles_drawn,
+                tiles_skipped=s.tiles_skipped,
+                band_drawn=s.band_drawn,
+                malformed_frames=s.malformed_frames,
+                draw_errors=s.draw_errors,
+                tile_draws=list(s.tile_draws),
+                tiles_copied=s.tiles_copied,
             )
 
     @property
@@ -350,13 +353,30 @@ class Compositor:
                 canvas.band_key = None
                 canvas.tile_keys = [None] * len(self._tiles)
                 canvas.tile_bars = [None] * len(self._tiles)
-            drawn = skipped = errors = 0
+            drawn = skipped = errors = copied = 0
             under_band = False
+            previous = self._previous
+            if previous is canvas or (
+                previous is not None and previous.layout_key != self._geometry_key
+            ):
+                previous = None
             for index, (spec, tile) in enumerate(zip(layout.tiles, self._tiles, strict=True)):
                 status, deposit = self._status(spec, sources, now)
                 key = (status, deposit.generation if deposit else None, spec.source_id == floor)
                 if canvas.tile_keys[index] == key:
                     skipped += 1
+                    continue
+                if previous is not None and previous.tile_keys[index] == key:
+                    # the last canvas shows it already: a plane copy instead of a redraw
+                    # (sources slower than the output, stills, placeholders)
+                    for src, dst in zip(
+                        previous.views(tile.rect), canvas.views(tile.rect), strict=True
+                    ):
+                        np.copyto(dst, src)
+                    canvas.tile_keys[index] = key
+                    canvas.tile_bars[index] = previous.tile_bars[index]
+                    copied += 1
+                    under_band = under_band or tile.rect.y < self._band
                     continue
                 if not self._draw_tile(canvas, index, spec, tile, status, deposit, key[2]):
                     errors += 1
@@ -378,7 +398,9 @@ class Compositor:
                 s.tiles_skipped += skipped
                 s.band_drawn += band_drawn
                 s.draw_errors += errors
+                s.tiles_copied += copied
                 s.tile_draws = list(self._tile_draws)
+            self._previous = canvas
             return av.VideoFrame.from_numpy_buffer(canvas.buffer, format="yuv420p")
 
     def _band_height(self) -> int:
