@@ -461,6 +461,7 @@ async def run(
         "decoded": sum(f.decoded() for f in feeds),
         "produced": len(produced),
         "tiles_drawn": output.compositor.stats.tiles_drawn,
+        "tiles_copied": output.compositor.stats.tiles_copied,
     }
     await asyncio.sleep(seconds)
     after: dict[str, float] = {
@@ -477,6 +478,7 @@ async def run(
         "decoded": sum(f.decoded() for f in feeds),
         "produced": len(produced),
         "tiles_drawn": output.compositor.stats.tiles_drawn,
+        "tiles_copied": output.compositor.stats.tiles_copied,
     }
     stop.set()
     for task in tasks:
@@ -547,6 +549,9 @@ async def run(
     result |= {
         "target_fps": target_fps,
         "tiles_drawn_per_frame": round((after["tiles_drawn"] - before["tiles_drawn"]) / frames, 1),
+        "tiles_copied_per_frame": round(
+            (after["tiles_copied"] - before["tiles_copied"]) / frames, 1
+        ),
         "decode_ms_per_frame": round(decode_ms, 3),
         "compose_ms_per_frame": round(compose_ms, 2),
         "encode_ms_per_frame": round(encode_ms, 2),
@@ -752,6 +757,7 @@ ROWS = (
     ("decode ms per feed frame", "decode_ms_per_frame"),
     ("compose ms per wall frame", "compose_ms_per_frame"),
     ("tiles redrawn per wall frame", "tiles_drawn_per_frame"),
+    ("tiles copied from the previous frame", "tiles_copied_per_frame"),
     ("encode ms per wall frame", "encode_ms_per_frame"),
     ("the same at the nominal rates (budget 60)", "cpu_at_nominal_rates_pct"),
     ("CPU event loop (RTP, depacketising, feeds)", "cpu_event_loop_pct"),
