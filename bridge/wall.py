@@ -59,29 +59,32 @@ class WallConfig:
     The canvas size is the compositor's (``compositor.width`` x ``compositor.height``,
     1920x1080 by default).
 
-    ``large_layout_fps``: what a big layout costs, per frame, on this shared 2-core machine
-    (25 feeds of 360p at 30 fps into the banded 1080p ``25`` layout; decode from
-    ``benchmarks/wall_bench.py --decoders``, encode from ``--encoder``, compose from the
-    compositor in the same layout; medians):
+    ``large_layout_fps``: what a big layout costs on this 2-core machine
+    (``benchmarks/wall_bench.py``, 25 feeds into the banded 1080p ``25`` layout, VP8 1080p
+    out at 5 Mbit/s; quiet machine, load < 2, three interleaved rounds, medians; % of one
+    core at the nominal rates):
 
-    ========================  ===================  ==================================
-    part                      cost                 at 30 fps / 15 fps / 10 fps
-    ========================  ===================  ==================================
-    decode, 25 x 30 fps       0.55 ms per frame    41 % of a core at any output rate
-    compose, 25 tiles         5.3 ms per frame     16 % / 8 % / 5 %
-    encode, VP8 1080p 5 Mb/s  12.2 / 13.8 ms       37 % / 21 % / ~15 %
-    sum                                            ~94 % / ~70 % / ~61 %
-    ========================  ===================  ==================================
+    ======================  =======  ================  ===============  =========
+    source (each of 25)     decode   compose 30 / 15   encode 30 / 15   sum
+    ======================  =======  ================  ===============  =========
+    360p30 (the budget's)   51 %     25 / 12 %         45 / 26 %        121 / 90
+    216p30 (384x216)        25 %     5 / 3 %           46 / 26 %        77 / 53
+    360p15 (load 3-5)       28 %     14 / 12 %         43 / 28 %        85 / 70
+    ======================  =======  ================  ===============  =========
 
-    (Encoding costs a little more per frame at 15 fps because each frame gets twice the bits
-    at the same bitrate: 2.5 Mbit/s at 15 fps costs 11.9 ms, like 5 Mbit/s at 30. The rate
-    is left as configured: the displays' links carry it, and the pictures are better.)
+    (30 / 15: fps out. Per frame: decode 0.68, 0.33, 0.75 ms; compose 8.2, 1.8, 4.6 ms at
+    30 fps out; encode ~15 ms at 30 fps out, ~17.5 ms at 15, where each frame gets twice the
+    bits. 216p pictures are copied 1:1 into the 384x202/204 tiles
+    (:attr:`CompositorConfig.copy_tolerance`); 15 fps sources at 30 fps out leave half the
+    tiles unchanged per frame, copied from the previous canvas. The 360p30 row before this
+    measurement's changes, same run: 130 / 91.)
 
     Decoding every frame of every feed cannot be avoided (VP8 inter frames need all their
     predecessors), so what a big layout saves is composing and encoding: at 15 fps it saves
-    a quarter of a core against 30 fps, and 25 small tiles still move smoothly. Layouts
+    about a third of a core against 30 fps, and 25 small tiles still move smoothly. Layouts
     with fewer sources keep the full rate. The ARCHITECTURE.md budget (60 % at 30 fps) is
-    not reachable with one-thread libvpx on this machine: decode and encode alone are ~78 %.
+    not reachable with one-thread libvpx on this machine: encoding alone is ~45 %. With the
+    sources sent at the tile's size (the video-limit hint) the 15 fps wall is within it.
     """
 
     output_id: str = "wall"
