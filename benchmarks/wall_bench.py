@@ -511,6 +511,7 @@ async def run(
         "canvas": f"{config.compositor.width}x{config.compositor.height}",
         "fit": config.compositor.fit.value,
         "snap_scale": config.compositor.snap_scale,
+        "crop_tolerance": config.compositor.crop_tolerance,
         "layout": kind,
         "encoder": {
             "bitrate": config.encoder.bitrate,
@@ -576,10 +577,13 @@ def measure_delays(
     decoder = av.CodecContext.create("libvpx", "r")
     delays: list[float] = []
     unreadable = 0
-    fit, snap, tolerance = compositor.fit, compositor.snap_scale, compositor.copy_tolerance
+    options = {
+        "snap": compositor.snap_scale,
+        "copy_tolerance": compositor.copy_tolerance,
+        "crop_tolerance": compositor.crop_tolerance,
+    }
     boxes = [
-        plan_tile(r, source.width, source.height, fit, snap=snap, copy_tolerance=tolerance).dst
-        for r in rects
+        plan_tile(r, source.width, source.height, compositor.fit, **options).dst for r in rects
     ]
     seen: dict[tuple[int, int], float] = {}
     for number, (produced_at, data) in enumerate(produced[:last]):
@@ -808,6 +812,12 @@ def main() -> None:
         help="CompositorConfig.snap_scale (e.g. 0.125: 360p drawn at exactly half size)",
     )
     parser.add_argument(
+        "--crop-tolerance",
+        type=float,
+        default=CompositorConfig().crop_tolerance,
+        help="CompositorConfig.crop_tolerance (e.g. 0.07: 216p copied 1:1 into 204-high tiles)",
+    )
+    parser.add_argument(
         "--decode-workers",
         type=int,
         default=None,
@@ -842,7 +852,10 @@ def main() -> None:
             elif threads == SHARED:
                 workers = args.decode_workers or 1
             compositor = replace(
-                config.compositor, fit=FitMode(args.fit), snap_scale=args.snap_scale
+                config.compositor,
+                fit=FitMode(args.fit),
+                snap_scale=args.snap_scale,
+                crop_tolerance=args.crop_tolerance,
             )
             config = replace(config, compositor=compositor)
             runs[name].append(

@@ -27,7 +27,7 @@ I420 planes with cached tile geometry, labels and placeholders, then encoded onc
   the time). The rest is the frame rate itself: composing every 33 ms on a core that idles
   in between costs 6.9 instead of 5.0 ms per frame (same code, a 20 ms sleep between
   frames). ``snap_scale`` (opt-in: 360p drawn at 320x180) composes in 2.0 ms; sources at the
-  tile's size (``copy_tolerance``) in ~0.8–1.8 ms.
+  tile's size (``copy_tolerance``, ``crop_tolerance``) in ~0.8–1.8 ms.
 - Deterministic: no clock reads. :meth:`Compositor.push` and :meth:`Compositor.compose` take
   ``now`` (seconds, monotonic); a source silent for ``stall_after_s`` shows "无信号 no signal",
   a source never seen (or removed) "离线 offline".
@@ -111,9 +111,12 @@ class CompositorConfig:
     # letterboxed downscales at most this fraction above an exact 1/2^k are drawn at 1/2^k:
     # smaller pictures, several times cheaper (see bridge.scaler.plan_tile); 0: exact fit
     snap_scale: float = 0.0
-    # a picture within this fraction of its fitted size is drawn 1:1 (cropped or barred by
-    # that much) instead of scaled by almost nothing (see bridge.scaler.plan_tile)
+    # a picture that fits and is within this fraction of its fitted size is drawn 1:1 (bars
+    # that much wider) instead of enlarged by almost nothing; one at most crop_tolerance too
+    # large is drawn 1:1 with the excess cropped (opt-in: it cuts the picture's edges, where
+    # cameras often print their clock) instead of shrunk (see bridge.scaler.plan_tile)
     copy_tolerance: float = 0.07
+    crop_tolerance: float = 0.0
     labels: LabelConfig = field(default_factory=LabelConfig)
 
     def __post_init__(self) -> None:
@@ -129,8 +132,8 @@ class CompositorConfig:
             raise ValueError(f"stall_after_s must be positive, got {self.stall_after_s}")
         if not 0 <= self.snap_scale < 0.5:
             raise ValueError(f"snap_scale must be in [0, 0.5), got {self.snap_scale}")
-        if not 0 <= self.copy_tolerance < 0.5:
-            raise ValueError(f"copy_tolerance must be in [0, 0.5), got {self.copy_tolerance}")
+        if not 0 <= self.copy_tolerance < 0.5 or not 0 <= self.crop_tolerance < 0.5:
+            raise ValueError("copy_tolerance and crop_tolerance must be in [0, 0.5)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -528,6 +531,7 @@ class Compositor:
                 fit,
                 snap=self.config.snap_scale,
                 copy_tolerance=self.config.copy_tolerance,
+                crop_tolerance=self.config.crop_tolerance,
             )
             tile.plan = plan
         key = (plan, on_floor)

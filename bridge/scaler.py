@@ -19,10 +19,11 @@ other downscales     swscale AREA, one reused      720p→480x270 0.32 ms, pass 
 upscales             cv2 ``INTER_LINEAR``          no aliasing when enlarging
 ===================  ============================  ============================================
 
-Two shortcuts, in :func:`plan_tile`: a letterboxed picture within ``copy_tolerance`` of its
-fitted size is drawn 1:1 (a copy, cropped or barred by that much: 384x216 into a 384x204
-tile), and with ``snap`` a downscale just above an exact 1/2^k is drawn at 1/2^k (360p into
-a 384x202 tile at 320x180 instead of 360x202: 0.03 instead of 0.14 ms per tile).
+Shortcuts, in :func:`plan_tile`: a letterboxed picture within ``copy_tolerance`` (or, if
+too large, ``crop_tolerance``) of its fitted size is drawn 1:1 (a copy, barred or cropped by
+that much: 360x202 or, cropping, 384x216 into a 384x204 tile), and with ``snap`` a downscale
+just above an exact 1/2^k is drawn at 1/2^k (360p into a 384x202 tile at 320x180 instead of
+360x202: 0.03 instead of 0.14 ms per tile).
 
 A :class:`TilePlan` is computed once per (source size, tile rect, fit mode) and reused for
 every frame until one of them changes. cv2 writes straight into the canvas views (``dst=``);
@@ -157,14 +158,16 @@ def plan_tile(
     *,
     snap: float = 0.0,
     copy_tolerance: float = 0.0,
+    crop_tolerance: float = 0.0,
 ) -> TilePlan:
     """Plan drawing a ``src_w`` x ``src_h`` picture into ``tile`` with ``fit``.
 
-    ``copy_tolerance`` (letterbox only): a picture within this fraction of its fitted size
-    is drawn 1:1 (a plane copy) instead of scaled by almost nothing: what does not fit is
-    cropped (at most that fraction, centred), what is missing stays bar. A source sent at
-    about the tile's size (a 216p or 202p camera in a 384x202 or 384x204 tile) then costs a
-    copy instead of a swscale pass, and stays pixel-sharp.
+    ``copy_tolerance`` (letterbox only): a picture that fits and is within this fraction of
+    its fitted size is drawn 1:1 (a plane copy, bars a little wider) instead of enlarged by
+    almost nothing; ``crop_tolerance``: one at most this fraction too large is drawn 1:1
+    with the excess cropped (centred) instead of shrunk by almost nothing. A source sent at
+    about the tile's size (202p in the 384x202 and 384x204 tiles of a 1080p 5x5 wall; 216p
+    with cropping) then costs a copy instead of a swscale pass, and stays pixel-sharp.
 
     ``snap`` (letterbox only): a downscale at most this fraction above an exact 1/2^k is
     drawn at 1/2^k instead, an exact box filter several times cheaper than swscale (360p
@@ -174,7 +177,7 @@ def plan_tile(
         raise ValueError(f"source {src_w}x{src_h} is too small")
     if fit is FitMode.LETTERBOX:
         scale = min(tile.w / src_w, tile.h / src_h)
-        if copy_tolerance > 0 and 1 - copy_tolerance <= scale <= 1 / (1 - copy_tolerance):
+        if (1 <= scale <= 1 / (1 - copy_tolerance)) or (1 - crop_tolerance <= scale < 1):
             return _plan_copy(tile, src_w, src_h, fit)
         scale = snapped_scale(scale, src_w, src_h, snap)
         dw = min(tile.w, max(2, _even(src_w * scale)))

@@ -68,16 +68,17 @@ class WallConfig:
     source (each of 25)     decode   compose 30 / 15   encode 30 / 15   sum
     ======================  =======  ================  ===============  =========
     360p30 (the budget's)   51 %     25 / 12 %         45 / 26 %        121 / 90
-    216p30 (384x216)        25 %     5 / 3 %           46 / 26 %        77 / 53
+    202p30 (360x202)        24 %     5 / 3 %           44 / 27 %        73 / 54
     360p15 (load 3-5)       28 %     14 / 12 %         43 / 28 %        85 / 70
     ======================  =======  ================  ===============  =========
 
-    (30 / 15: fps out. Per frame: decode 0.68, 0.33, 0.75 ms; compose 8.2, 1.8, 4.6 ms at
+    (30 / 15: fps out. Per frame: decode 0.68, 0.32, 0.75 ms; compose 8.2, 1.7, 4.6 ms at
     30 fps out; encode ~15 ms at 30 fps out, ~17.5 ms at 15, where each frame gets twice the
-    bits. 216p pictures are copied 1:1 into the 384x202/204 tiles
-    (:attr:`CompositorConfig.copy_tolerance`); 15 fps sources at 30 fps out leave half the
-    tiles unchanged per frame, copied from the previous canvas. The 360p30 row before this
-    measurement's changes, same run: 130 / 91.)
+    bits. 202p pictures are copied 1:1 into the 384x202/204 tiles
+    (:attr:`CompositorConfig.copy_tolerance`); 216p ones too with ``crop_tolerance`` 0.07,
+    else they are scaled: compose 5.3 ms, sum 81 / 52. 15 fps sources at 30 fps out leave
+    half the tiles unchanged per frame, copied from the previous canvas. The 360p30 row
+    before this measurement's changes, same run: 130 / 91.)
 
     Decoding every frame of every feed cannot be avoided (VP8 inter frames need all their
     predecessors), so what a big layout saves is composing and encoding: at 15 fps it saves

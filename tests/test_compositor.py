@@ -420,16 +420,19 @@ def test_snap_draws_near_halves_as_exact_halves() -> None:
 
 def test_pictures_about_the_tile_size_are_copied_not_scaled() -> None:
     tile = Rect(0, 266, 384, 204)  # a tile of the 1080p 5x5 layout under the band
+    smaller = plan_tile(tile, 360, 202, FitMode.LETTERBOX, copy_tolerance=0.07)
+    assert (smaller.luma, smaller.chroma) == (Method.COPY, Method.COPY)
+    assert smaller.dst == Rect(12, 266, 360, 202)
+    assert plan_tile(tile, 360, 202, FitMode.LETTERBOX).luma is Method.LINEAR
     bigger = plan_tile(tile, 384, 216, FitMode.LETTERBOX, copy_tolerance=0.07)
+    assert bigger.luma is Method.SWSCALE  # cropping is a separate choice
+    bigger = plan_tile(tile, 384, 216, FitMode.LETTERBOX, crop_tolerance=0.07)
     assert (bigger.luma, bigger.chroma) == (Method.COPY, Method.COPY)
     assert bigger.dst == tile and bigger.crop == Rect(0, 6, 384, 204)
-    smaller = plan_tile(tile, 360, 202, FitMode.LETTERBOX, copy_tolerance=0.07)
-    assert (smaller.luma, smaller.dst) == (Method.COPY, Rect(12, 266, 360, 202))
-    assert plan_tile(tile, 384, 216, FitMode.LETTERBOX).luma is Method.SWSCALE
-    assert plan_tile(tile, 640, 360, FitMode.LETTERBOX, copy_tolerance=0.07).dst.w == 362
+    assert plan_tile(tile, 640, 360, FitMode.LETTERBOX, crop_tolerance=0.07).dst.w == 362
+    assert CompositorConfig().copy_tolerance > 0 and CompositorConfig().crop_tolerance == 0
     # on the canvas: the source's own pixels, 1:1 (a gradient would show any scaling)
-    comp = make(width=1920, height=1080, show_labels=False, show_clock=True)
-    assert comp.config.copy_tolerance > 0
+    comp = make(width=1920, height=1080, show_labels=False, show_clock=True, crop_tolerance=0.07)
     comp.set_layout("25", None, [TileSpec(f"s{i}") for i in range(25)])
     y, u, v = raw(384, 216, (0, 128, 128))
     y[:] = (np.arange(384) % 200 + 20).astype(np.uint8)[None, :]
