@@ -17,8 +17,8 @@ to the relay's budget):
 - per feed, exactly what ``Peer.set_decode("video", True)`` sets up: the RTP goes into the
   feed's :class:`~bridge.publication.Publication`, a :class:`~bridge.decoder.VideoDecoder`
   takes it through a slot of its own (depacketised on the event loop) and decodes it in a
-  thread of its own (``--decode-workers N``, and case ``bridge-30fps-pool``: in a
-  :class:`~bridge.decode_pool.DecodePool` of N threads shared by all feeds instead);
+  :class:`~bridge.decode_pool.DecodePool` shared by all feeds, as ``Relay.decode_pool``
+  (``--decode-workers``, default 1; case ``bridge-30fps-perfeed``: a thread per feed);
 - :class:`bridge.feeds.FeedReader`, attached to the decoder's track, hands each decoded
   frame in the decoding thread to a :class:`bridge.wall.WallOutput` (layout ``25``, labels,
   banner, clock; ``--fit`` and ``--snap-scale`` set its compositor's), which composes and
@@ -727,13 +727,13 @@ def decoder_sweep(
     ]
 
 
-PRODUCT, SHARED = -1, 0  # in CASES: as the product (--decode-workers), a shared pool
+SHARED = 0  # in CASES: the decoders share one DecodePool of --decode-workers threads
 CASES: dict[str, tuple[str, int | None, WallConfig]] = {
     # name: (decode path, decode threads (None: one per feed), wall config); product first
-    "bridge": ("bridge", PRODUCT, WallConfig(output_id="wall", idle_when_unwatched=False)),
+    "bridge": ("bridge", SHARED, WallConfig(output_id="wall", idle_when_unwatched=False)),
     "bridge-30fps": (
         "bridge",
-        PRODUCT,
+        SHARED,
         WallConfig(output_id="wall", idle_when_unwatched=False, large_layout_fps=None),
     ),
     "aiortc-30fps": (
@@ -741,9 +741,9 @@ CASES: dict[str, tuple[str, int | None, WallConfig]] = {
         None,
         WallConfig(output_id="wall", idle_when_unwatched=False, large_layout_fps=None),
     ),
-    "bridge-30fps-pool": (
+    "bridge-30fps-perfeed": (
         "bridge",
-        SHARED,
+        None,
         WallConfig(output_id="wall", idle_when_unwatched=False, large_layout_fps=None),
     ),
 }
@@ -820,9 +820,8 @@ def main() -> None:
     parser.add_argument(
         "--decode-workers",
         type=int,
-        default=None,
-        help="decode on a DecodePool of this many threads (default: as the product, a thread "
-        "per feed; case bridge-30fps-pool: 1)",
+        default=1,
+        help="threads of the decoders' shared DecodePool (the product: Relay.decode_pool, 1)",
     )
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds of the cases")
     parser.add_argument("--encoder", action="store_true", help="also sweep encoder settings")
@@ -846,11 +845,7 @@ def main() -> None:
     for _round in range(args.rounds):
         for name in args.cases:
             path, threads, config = CASES[name]
-            workers = threads
-            if threads == PRODUCT:
-                workers = args.decode_workers
-            elif threads == SHARED:
-                workers = args.decode_workers or 1
+            workers = args.decode_workers if threads == SHARED else threads
             compositor = replace(
                 config.compositor,
                 fit=FitMode(args.fit),
@@ -943,7 +938,7 @@ def main() -> None:
                 "size": source.size,
                 "fps": source.fps,
                 "kbps_target": source.bitrate // 1000,
-                "decode_workers": args.decode_workers,  # None: a thread per feed
+                "decode_workers": args.decode_workers,
             },
             "cases": cases,
             "rounds": {name: results for name, results in runs.items()},

@@ -16,11 +16,11 @@ empty). A quiet wall runs on ``workers`` threads; a starved one on more.
 A handler that raises is logged and the worker goes on with the next item: one feed's
 failure never stops the others.
 
-Measured (``benchmarks/wall_bench.py``, case ``bridge-30fps-pool`` against a thread per
-feed, quiet machine): the same CPU per decoded frame within the noise (0.66 / 0.68 ms and
-0.67 / 0.67 ms in two runs), so the per-frame overhead is not the thread count, and a
-decoder without a pool keeps a thread of its own. The pool bounds the thread count of a
-large wall.
+Measured (``benchmarks/wall_bench.py``, ``bridge-30fps`` against case
+``bridge-30fps-perfeed``, a thread per feed; quiet machine): the same CPU per decoded frame
+within the noise (0.66 / 0.68 ms and 0.67 / 0.67 ms in two runs): the per-frame overhead is
+not the thread count. What the pool gives is a bounded thread count for a large wall and
+an event loop that 25 runnable decoding threads cannot crowd out.
 """
 
 from __future__ import annotations

@@ -62,9 +62,11 @@ to back in one thread (quiet machine, load < 2; one process, interleaved rounds,
 - +0.1 ms: the live path in the decoding thread (perf: 83 % of its time in libavcodec, 7 %
   Python, 5 % kernel, 3 % libc): packet and frame objects, the hand-off, GIL hand-overs.
 - Not the threads: one :class:`~bridge.decode_pool.DecodePool` thread for all 25 feeds
-  measured the same CPU per frame as a thread per feed (0.66 / 0.68 and 0.67 / 0.67 ms in
-  two quiet runs), and under CPU contention one thread gets fewer scheduler shares than 25,
-  so a thread per decoder stays the default.
+  (the product's: ``Relay.decode_pool``) measured the same CPU per frame as a thread per
+  feed (0.66 / 0.68 and 0.67 / 0.67 ms in two quiet runs). Under CPU contention from other
+  processes one thread gets fewer scheduler shares than 25: at load 12 the pool decoded
+  6.7 of 30 frames per second per feed (the backlog drops kept the delay bounded), a
+  thread per feed ~20; the pool's spill workers are there for that.
 - The hop through the event loop was real, but on the loop: handing frames to an attached
   reader in the decoding thread took the loop from 19–22 % to 14–15 % of a core (25 feeds).
 """
