@@ -66,6 +66,7 @@ class WallGeometry:
     height: int = 1080
     band: int = 0  # taken off the top while the band (banner or clock) shows
     clock: bool = True  # the clock shows (so does the band) even without a banner
+    fill: bool = False  # pictures cropped to fill their tiles (else letterboxed)
     fps: int = 30
     large_layout_tiles: int = 16
     large_layout_fps: int | None = None
@@ -76,10 +77,12 @@ class WallGeometry:
         return self.fps
 
     def limits(self, layout: Layout, banner: str) -> list[VideoLimit | None]:
-        """Per tile of *layout*, what a source shown there needs: the tile's height, or what
-        a 16:9 picture scaled to the tile's width needs if that is more (letterbox or crop,
-        either fits), and the output's frame rate. None for every tile if the layout does
-        not fit this canvas (the wall keeps its previous one)."""
+        """Per tile of *layout*, what a source shown there needs, and the output's frame
+        rate. Letterboxed (the default), no picture shows taller than its tile, whatever its
+        aspect: the tile's height, so a picture sent at that height is copied 1:1, not
+        scaled (bridge.compositor ``copy_tolerance``). Cropped to fill, a 16:9 picture as
+        wide as the tile may be taller: the larger of the two. None for every tile if the
+        layout does not fit this canvas (the wall keeps its previous one)."""
         top = self.band if banner or self.clock else 0
         custom = [t.rect for t in layout.tiles if t.rect is not None]
         try:
@@ -91,7 +94,7 @@ class WallGeometry:
         fps = self.fps_for(sum(1 for t in layout.tiles if t.source is not None))
         out: list[VideoLimit | None] = []
         for rect in rects[: len(layout.tiles)]:
-            height = max(rect.h, -(-rect.w * 9 // 16))
+            height = max(rect.h, -(-rect.w * 9 // 16)) if self.fill else rect.h
             out.append(VideoLimit(height + height % 2, fps))
         return out + [None] * (len(layout.tiles) - len(out))
 

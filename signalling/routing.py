@@ -14,7 +14,7 @@ Decisions (ARCHITECTURE.md, bridge/):
   minus any muted site: a muted site's audio is not forwarded at all.
 - A site whose video only wall tiles need gets a :class:`VideoLimit` (``video_limits``): the
   largest height it is shown at and the wall's frame rate, sent to it with ``pause``
-  (``video_limit``), so a terminal on a 25-tile wall sends a 216p picture, not the 360p or
+  (``video_limit``), so a terminal on a 25-tile wall sends a 202-line picture, not the 360p or
   720p its camera takes, and the wall decodes (and its uplink carries) only what shows.
   Anything else that takes its video (a slot, the programme, a WHEP viewer) lifts the limit.
 - The server's own programme listeners (the recorder, the cascade uplink) get what a terminal

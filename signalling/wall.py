@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from bridge.compositor import TileSpec, band_height
 from bridge.feeds import Feeds
 from bridge.layout import LayoutError
+from bridge.scaler import FitMode
 from bridge.track_reader import DecodedSource
 from bridge.wall import WallConfig, WallOutput
 
@@ -43,6 +44,7 @@ def wall_geometry(config: WallConfig) -> WallGeometry:
         height=compositor.height,
         band=0 if compositor.banner_overlay else band_height(compositor),
         clock=compositor.show_clock,
+        fill=compositor.fit is FitMode.FILL,
         fps=config.fps,
         large_layout_tiles=config.large_layout_tiles,
         large_layout_fps=config.large_layout_fps,

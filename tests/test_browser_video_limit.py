@@ -148,7 +148,7 @@ async def sent(page: Page) -> dict[str, Any]:
 async def test_a_site_only_small_wall_tiles_show_sends_that_small(
     server: Huishang, terminal: Page, chair: Client
 ) -> None:
-    """On a 25-tile wall only: 216 lines (384x216 tiles on the banded 1080p canvas) at the
+    """On a 25-tile wall only: 202 lines (384x202 tiles on the banded 1080p canvas) at the
     wall's 30 fps; with 16 sources on the wall, 15 fps; given the floor (the chair's programme
     takes it): the whole 360 lines and no frame-rate cap. Taken off the wall (paused) and put
     back, and after a rejoin on a new peer connection, the limit is back."""
@@ -160,19 +160,19 @@ async def test_a_site_only_small_wall_tiles_show_sends_that_small(
     wall_of_one = {"kind": "25", "tiles": [{"source": ZHUJI}]}
     await chair.request({"type": "layout", "layout": wall_of_one})
     state = await until(
-        "216p for the wall", lambda: sent(terminal), lambda s: s["sending"] and s["frames"] > 0
+        "202p for the wall", lambda: sent(terminal), lambda s: s["sending"] and s["frames"] > 0
     )
-    assert state["limit"] == {"height": 216, "fps": 30}, state
-    assert state["params"] == {"scale": pytest.approx(CAPTURED / 216), "fps": 30}, state
-    await until("sent at 216 lines", lambda: sent(terminal), lambda s: s["height"] == 216)
+    assert state["limit"] == {"height": 202, "fps": 30}, state
+    assert state["params"] == {"scale": pytest.approx(CAPTURED / 202), "fps": 30}, state
+    await until("sent at 202 lines", lambda: sent(terminal), lambda s: s["height"] == 202)
 
     tiles = [{"source": ZHUJI}, *({"source": s} for s in streets(server, 15))]
     await chair.request({"type": "layout", "layout": {"kind": "25", "tiles": tiles}})
     state = await until("15 fps asked", lambda: sent(terminal), lambda s: s["params"]["fps"] == 15)
-    assert state["limit"] == {"height": 216, "fps": 15}, state
+    assert state["limit"] == {"height": 202, "fps": 15}, state
     # framesPerSecond is measured: only loosely, and only that it is not the camera's 30
     await until("about 15 fps sent", lambda: sent(terminal), lambda s: 0 < (s["fps"] or 0) <= 17)
-    assert (await sent(terminal))["height"] == 216
+    assert (await sent(terminal))["height"] == 202
 
     # Off the wall (nobody needs it: paused, the limit lifted), then on it again: resumed
     # with the limit (replaceTrack, then setParameters).
@@ -181,9 +181,9 @@ async def test_a_site_only_small_wall_tiles_show_sends_that_small(
     assert state["limit"] is None, state
     await chair.request({"type": "layout", "layout": wall_of_one})
     state = await until("resumed", lambda: sent(terminal), lambda s: s["sending"])
-    assert state["limit"] == {"height": 216, "fps": 30}, state
-    await until("216 lines again", lambda: sent(terminal), lambda s: s["params"]["fps"] == 30)
-    await until("sent at 216 lines", lambda: sent(terminal), lambda s: s["height"] == 216)
+    assert state["limit"] == {"height": 202, "fps": 30}, state
+    await until("202 lines again", lambda: sent(terminal), lambda s: s["params"]["fps"] == 30)
+    await until("sent at 202 lines", lambda: sent(terminal), lambda s: s["height"] == 202)
 
     # A rejoin (the signalling listener restarts): a new session and peer connection start
     # unlimited, and the server's pause for the new session brings the limit back.
@@ -200,22 +200,22 @@ async def test_a_site_only_small_wall_tiles_show_sends_that_small(
     state = await until(
         "the limit on the new peer connection",
         lambda: sent(terminal),
-        lambda s: s["limit"] == {"height": 216, "fps": 30} and s["height"] == 216,
+        lambda s: s["limit"] == {"height": 202, "fps": 30} and s["height"] == 202,
     )
-    assert state["params"]["scale"] == pytest.approx(CAPTURED / 216), state
+    assert state["params"]["scale"] == pytest.approx(CAPTURED / 202), state
 
 
 async def test_the_floor_lifts_the_limit(server: Huishang, terminal: Page, chair: Client) -> None:
     """Shown in a small wall tile, then given the floor: back to the camera's 360 lines."""
     await chair.request({"type": "layout", "layout": {"kind": "25", "tiles": [{"source": ZHUJI}]}})
-    await until("sent at 216 lines", lambda: sent(terminal), lambda s: s["height"] == 216)
+    await until("sent at 202 lines", lambda: sent(terminal), lambda s: s["height"] == 202)
     await chair.request({"type": "floor", "site": ZHUJI})
     state = await until("limit lifted", lambda: sent(terminal), lambda s: s["limit"] is None)
     assert state["params"] == {"scale": 1, "fps": None}, state
     assert state["encoding"] == {"scaleResolutionDownBy": 1, "maxFramerate": None}, state
     await until("360 lines again", lambda: sent(terminal), lambda s: s["height"] == CAPTURED)
     await chair.request({"type": "floor", "site": None})  # back to the wall only: limited
-    await until("216 lines again", lambda: sent(terminal), lambda s: s["height"] == 216)
+    await until("202 lines again", lambda: sent(terminal), lambda s: s["height"] == 202)
 
 
 async def test_fps_only_and_bogus_limits(terminal: Page) -> None:

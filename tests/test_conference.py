@@ -986,20 +986,20 @@ def last_pause(out: Outcome, h: Harness, site: SiteId) -> dict[str, Any] | None:
 
 def test_a_site_only_on_the_wall_is_asked_for_its_tile_size(walled: Harness) -> None:
     out = layout(walled, 1.0, "25", XIANCUN)
-    # 5x5 tiles of 384x203 below the band: a 16:9 picture 384 wide needs 216 lines
+    # 5x5 tiles of 384x202 below the band: letterboxed, nothing there shows taller than 202
     assert last_pause(out, walled, XIANCUN) == {
         "type": "pause",
         "video": False,
         "audio": True,
-        "video_limit": {"height": 216, "fps": 30},
+        "video_limit": {"height": 202, "fps": 30},
     }
-    assert walled.c.plan.video_limits == {XIANCUN: VideoLimit(216, 30)}
-    # in the big tile of 1+5 too: the larger need wins (1280x677: 720 lines for 16:9)
+    assert walled.c.plan.video_limits == {XIANCUN: VideoLimit(202, 30)}
+    # in the big tile of 1+5 too: the larger need wins (1280x676 and 640x338)
     out = layout(walled, 2.0, "1+5", XIANCUN, None, XIANCUN)
-    assert last_pause(out, walled, XIANCUN)["video_limit"] == {"height": 720, "fps": 30}  # type: ignore[index]
-    # full screen: 1920x1016 needs 1080 lines
+    assert last_pause(out, walled, XIANCUN)["video_limit"] == {"height": 676, "fps": 30}  # type: ignore[index]
+    # full screen, below the band: 1016 lines
     out = layout(walled, 3.0, "1", XIANCUN)
-    assert last_pause(out, walled, XIANCUN)["video_limit"] == {"height": 1080, "fps": 30}  # type: ignore[index]
+    assert last_pause(out, walled, XIANCUN)["video_limit"] == {"height": 1016, "fps": 30}  # type: ignore[index]
     # the same layout again, a banner: nothing changes for it, nothing is sent
     assert last_pause(walled.do(OPERATOR, 4.0, type="banner", text="会商"), walled, XIANCUN) is None
 
@@ -1007,9 +1007,9 @@ def test_a_site_only_on_the_wall_is_asked_for_its_tile_size(walled: Harness) -> 
 def test_a_big_layout_asks_for_its_frame_rate(walled: Harness) -> None:
     # 16 tiles with a source (a site may fill several): the wall composes at 15 fps
     out = layout(walled, 1.0, "25", XIANCUN, *[ZHUJI] * 15)
-    assert last_pause(out, walled, XIANCUN)["video_limit"] == {"height": 216, "fps": 15}  # type: ignore[index]
+    assert last_pause(out, walled, XIANCUN)["video_limit"] == {"height": 202, "fps": 15}  # type: ignore[index]
     out = layout(walled, 2.0, "25", XIANCUN, *[ZHUJI] * 14)  # 15 sources: 30 fps again
-    assert last_pause(out, walled, XIANCUN)["video_limit"] == {"height": 216, "fps": 30}  # type: ignore[index]
+    assert last_pause(out, walled, XIANCUN)["video_limit"] == {"height": 202, "fps": 30}  # type: ignore[index]
 
 
 def test_anything_but_the_wall_lifts_the_limit(walled: Harness) -> None:
@@ -1017,15 +1017,15 @@ def test_anything_but_the_wall_lifts_the_limit(walled: Harness) -> None:
     out = walled.do(CHAIR, 2.0, type="floor", site=XIANCUN)  # every main shows it now
     assert last_pause(out, walled, XIANCUN) == {"type": "pause", "video": False, "audio": False}
     assert XIANCUN not in walled.c.plan.video_limits
-    assert walled.c.plan.video_limits[ZHUJI] == VideoLimit(216, 30)
+    assert walled.c.plan.video_limits[ZHUJI] == VideoLimit(202, 30)
     out = walled.do(CHAIR, 3.0, type="floor", site=None)
-    assert last_pause(out, walled, XIANCUN)["video_limit"] == {"height": 216, "fps": 30}  # type: ignore[index]
+    assert last_pause(out, walled, XIANCUN)["video_limit"] == {"height": 202, "fps": 30}  # type: ignore[index]
     out = walled.c.want_source("whep-1", XIANCUN, True)  # a WHEP viewer takes the full picture
     assert "video_limit" not in last_pause(out, walled, XIANCUN)  # type: ignore[operator]
     out = walled.c.want_source("whep-1", XIANCUN, False)
-    assert last_pause(out, walled, XIANCUN)["video_limit"] == {"height": 216, "fps": 30}  # type: ignore[index]
+    assert last_pause(out, walled, XIANCUN)["video_limit"] == {"height": 202, "fps": 30}  # type: ignore[index]
     walled.media(OPERATOR)  # the operator's preview shows the wall output, not the site
-    assert walled.c.plan.video_limits[XIANCUN] == VideoLimit(216, 30)
+    assert walled.c.plan.video_limits[XIANCUN] == VideoLimit(202, 30)
     out = layout(walled, 4.0, "25")  # off the wall: paused, and a pause carries no limit
     assert last_pause(out, walled, XIANCUN) == {"type": "pause", "video": True, "audio": True}
 
@@ -1033,13 +1033,13 @@ def test_anything_but_the_wall_lifts_the_limit(walled: Harness) -> None:
 def test_polled_tiles_limit_every_site_they_go_through(walled: Harness) -> None:
     layout(walled, 1.0, "1+7", None, XIANCUN)
     out = walled.do(OPERATOR, 2.0, type="poll", target=1, sites=[ZHUJI, LIEDE], interval_s=5)
-    assert walled.c.plan.video_limits.get(ZHUJI) == VideoLimit(270, 30)  # 1+7's small tiles
-    assert walled.c.plan.video_limits.get(LIEDE) == VideoLimit(270, 30)  # decoded ahead
-    assert last_pause(out, walled, LIEDE)["video_limit"] == {"height": 270, "fps": 30}  # type: ignore[index]
+    assert walled.c.plan.video_limits.get(ZHUJI) == VideoLimit(254, 30)  # 1+7's small tiles
+    assert walled.c.plan.video_limits.get(LIEDE) == VideoLimit(254, 30)  # decoded ahead
+    assert last_pause(out, walled, LIEDE)["video_limit"] == {"height": 254, "fps": 30}  # type: ignore[index]
     # a floor poll's sites are about to take the floor: no limit for them
     walled.do(CHAIR, 3.0, type="poll", target="floor", sites=[LIEDE, XIANCUN], interval_s=5)
     assert LIEDE not in walled.c.plan.video_limits
-    assert walled.c.plan.video_limits.get(ZHUJI) == VideoLimit(270, 30)
+    assert walled.c.plan.video_limits.get(ZHUJI) == VideoLimit(254, 30)
 
 
 def test_no_wall_geometry_means_no_limits(busy: Harness) -> None:

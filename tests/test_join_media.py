@@ -236,7 +236,7 @@ async def test_media_terminal_obeys_the_video_limit(
     server: Huishang, terminals: list[AiortcTerminal]
 ) -> None:
     """Shown only in a 25-tile wall, 珠吉街's 640x360 camera reaches the relay at the tile's
-    384x216 (and at 15 fps once 16 tiles have a source); given the floor (the chair's main
+    360x202 (and at 15 fps once 16 tiles have a source); given the floor (the chair's main
     shows it), at 640x360 and 30 fps again."""
     media_chair = await aiortc_terminal(server, CHAIR, tag=1)
     terminals.append(media_chair)
@@ -251,13 +251,13 @@ async def test_media_terminal_obeys_the_video_limit(
             {"type": "layout", "layout": {"kind": "25", "tiles": [{"source": ZHUJI}]}}
         )
         await wait_for(lambda: not terminal.paused["video"], 15, "resumed for the wall")
-        # 1920x1080, band of 64 px, 5x5 tiles of 384x203: a 16:9 picture 384 wide is 216 high
-        assert terminal.video_limit == {"height": 216, "fps": 30}
+        # 1920x1080, band of 64 px, 5x5 tiles of 384x202: letterboxed, at most 202 lines show
+        assert terminal.video_limit == {"height": 202, "fps": 30}
         publication = server.media.publication(ZHUJI, "video")
         assert publication is not None
         port = record_slot(slot)
         slot.switch(publication)  # a bare relay slot: the conference does not see it
-        await wait_for(lambda: (384, 216) in [k[1:] for k in keyframe_sizes(port)], 20, "216p")
+        await wait_for(lambda: (360, 202) in [k[1:] for k in keyframe_sizes(port)], 20, "202 lines")
 
         streets = [
             s for s in server.conference.sites if s.startswith("tianhe.") and "." not in s[7:]

@@ -59,7 +59,7 @@ async def test_metrics_follow_the_conference(server: Huishang) -> None:
         assert after["huishang_recording"][""] == 1
         joins = after["huishang_signalling_joins_total"][""]
         assert joins >= before["huishang_signalling_joins_total"][""] + 1
-        # a street shown only in a 25-tile wall is asked for 216 lines; one offline is not
+        # a street shown only in a 25-tile wall is asked for 202 lines; one offline is not
         street = server.token_for(SiteId("tianhe.zhuji"))
         assert street is not None
         zhuji = await Client.connect(server.signalling_url, street)
@@ -67,7 +67,7 @@ async def test_metrics_follow_the_conference(server: Huishang) -> None:
         await chair.request({"type": "layout", "layout": {"kind": "25", "tiles": tiles}})
         limited = await scrape(server)
         await zhuji.close()
-        assert limited["huishang_site_video_limit_height"] == {'site="tianhe.zhuji"': 216}
+        assert limited["huishang_site_video_limit_height"] == {'site="tianhe.zhuji"': 202}
         assert limited["huishang_site_video_limit_fps"] == {'site="tianhe.zhuji"': 30}
         assert "huishang_site_video_limit_height" not in before
     finally:

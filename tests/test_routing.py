@@ -10,6 +10,7 @@ import pytest
 
 from bridge.compositor import CompositorConfig, canvas_tile_rects
 from bridge.layout import TILE_COUNTS
+from bridge.scaler import FitMode
 from bridge.wall import WallConfig
 from signalling.model import Layout, Role, SessionId, SiteId, Tile
 from signalling.routing import RoutingPlan, SubscriberView, compute_plan
@@ -186,10 +187,15 @@ def test_programme_wanted_keeps_its_sources_needed_without_subscribers() -> None
 @pytest.mark.parametrize("banner", ["", "会商"])
 @pytest.mark.parametrize("clock", [True, False])
 @pytest.mark.parametrize("overlay", [False, True])
-def test_wall_geometry_matches_the_compositor(banner: str, clock: bool, overlay: bool) -> None:
+@pytest.mark.parametrize("fit", list(FitMode))
+def test_wall_geometry_matches_the_compositor(
+    banner: str, clock: bool, overlay: bool, fit: FitMode
+) -> None:
     """What the conference works out a tile needs is what the bridge's compositor draws:
-    every layout kind (and a custom one), band or not, the frame rate the output picks."""
-    compositor = CompositorConfig(show_clock=clock, banner_overlay=overlay)
+    every layout kind (and a custom one), band or not, letterboxed (the tile's height: no
+    picture shows taller) or cropped (a 16:9 picture as wide as the tile, if taller), the
+    frame rate the output picks."""
+    compositor = CompositorConfig(show_clock=clock, banner_overlay=overlay, fit=fit)
     config = WallConfig(compositor=compositor)
     geometry = wall_geometry(config)
     custom = ((0.0, 0.0, 0.5, 1.0), (0.5, 0.0, 0.5, 0.5), (0.5, 0.5, 0.25, 0.5))
@@ -206,7 +212,7 @@ def test_wall_geometry_matches_the_compositor(banner: str, clock: bool, overlay:
         assert len(limits) == len(rects) == count
         for limit, rect in zip(limits, rects, strict=True):
             assert limit is not None
-            need = max(rect.h, math.ceil(rect.w * 9 / 16))
+            need = max(rect.h, math.ceil(rect.w * 9 / 16)) if fit is FitMode.FILL else rect.h
             assert limit.height in (need, need + 1) and limit.height % 2 == 0, (kind, rect)
             assert limit.fps == config.fps_for(count)
 
