@@ -761,23 +761,22 @@ class Conference:
         if geometry is None:
             return {}
         limits: dict[SiteId, VideoLimit] = {}
+        unlimited: set[SiteId] = set()  # in a tile whose size is unknown, or the floor poll
         for output, layout in self.layouts.items():
             for index, (tile, limit) in enumerate(
                 zip(layout.tiles, geometry.limits(layout, self.banner), strict=True)
             ):
                 poll = self._polls.get((output, index))
-                sites = ([tile.source] if tile.source is not None else []) + list(
-                    poll.sites if poll is not None else ()
-                )
+                sites = [tile.source] if tile.source is not None else []
+                sites.extend(poll.sites if poll is not None else ())
                 for site in sites:
-                    if limit is None:  # cannot tell: no limit at all for this site
-                        limits[site] = VideoLimit(1 << 16, 1000)
+                    if limit is None:
+                        unlimited.add(site)
                     else:
                         limits[site] = limit.merge(limits.get(site))
         floor_poll = self._polls.get(("wall", "floor"))
-        for site in floor_poll.sites if floor_poll is not None else ():
-            limits.pop(site, None)
-        return {s: v for s, v in limits.items() if v.height < 1 << 16}
+        unlimited.update(floor_poll.sites if floor_poll is not None else ())
+        return {site: limit for site, limit in limits.items() if site not in unlimited}
 
     def _replan(self, out: Outcome) -> None:
         """Recompute the routing plan; tell media-connected sessions what changed for them."""
