@@ -6,8 +6,11 @@ Imported by the test modules (``pythonpath = ["tests"]`` in pyproject.toml). Pla
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from playwright.async_api import BrowserContext, async_playwright
@@ -51,3 +54,21 @@ async def chromium(profile: str, args: list[str], **options: Any) -> AsyncIterat
             yield context
         finally:
             await context.close()
+
+
+async def until(
+    what: str, probe: Callable[[], Awaitable[Any]], ok: Callable[[Any], bool], timeout: float = 25
+) -> Any:
+    """Poll ``probe`` until ``ok`` holds for its value (logging how long it took); fail with
+    the last value seen."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = await probe()
+        if ok(value):
+            logging.getLogger(__name__).info(
+                "%s: %.1f s", what, timeout - (deadline - time.monotonic())
+            )
+            return value
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}; last value {value!r}")

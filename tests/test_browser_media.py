@@ -10,18 +10,16 @@ At most three Chromium processes run at once (a shared 2-core machine).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from aiortc import RTCSessionDescription
-from browser_support import CHROMIUM, WEBRTC_ARGS
+from browser_support import CHROMIUM, WEBRTC_ARGS, until
 from playwright.async_api import BrowserContext, Page, Playwright, async_playwright, expect
 
 from bridge.labels import rgb_to_yuv
@@ -260,21 +258,6 @@ async def browsers(tmp_path: Path) -> AsyncIterator[Browsers]:
 
 async def frames(page: Page) -> int:
     return int(await page.evaluate(FRAMES_JS))
-
-
-async def until(
-    what: str, probe: Callable[[], Awaitable[Any]], ok: Callable[[Any], bool], timeout: float = 25
-) -> Any:
-    """Poll ``probe`` until ``ok`` holds for its value; fail with the last value seen."""
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = await probe()
-        if ok(value):
-            logger.info("%s: %.1f s", what, timeout - (deadline - time.monotonic()))
-            return value
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}; last value {value!r}")
 
 
 async def shows(page: Page, selector: str, site: str, what: str) -> None:

@@ -11,16 +11,14 @@ its own ``getStats()`` (outbound-rtp ``frameHeight``, ``framesPerSecond``) and
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiortc import RTCSessionDescription
-from browser_support import FAKE_DEVICE_ARGS, chromium
+from browser_support import FAKE_DEVICE_ARGS, chromium, until
 from playwright.async_api import Page, expect
 
 from bridge.testkit import LoopbackClient, wait_for
@@ -72,20 +70,6 @@ PAUSES_JS = """async (wishes) => {
   }
   return notices;
 }"""
-
-
-async def until(
-    what: str, probe: Callable[[], Awaitable[Any]], ok: Callable[[Any], bool], timeout: float = 25
-) -> Any:
-    """Poll ``probe`` until ``ok`` holds for its value; fail with the last value seen."""
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = await probe()
-        if ok(value):
-            return value
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}; last value {value!r}")
 
 
 @pytest.fixture
