@@ -31,6 +31,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -262,15 +263,7 @@ class MediaTerminal:
                 self.paused[kind] = paused
                 if track is not None:
                     track.paused = paused
-            limit = event.get("video_limit")
-            limit = limit if isinstance(limit, Mapping) else {}
-            self.video_limit = {
-                key: value
-                for key in ("height", "fps")
-                if isinstance(value := limit.get(key), int | float)
-                and not isinstance(value, bool)
-                and value >= (2 if key == "height" else 1)
-            }
+            self.video_limit = _usable_limit(event.get("video_limit"))
             if self.video is not None:
                 height = self.video_limit.get("height")
                 self.video.max_height = int(height) if height is not None else None
@@ -290,6 +283,21 @@ class MediaTerminal:
             while True:
                 await track.recv()
                 received.add(time.monotonic())
+
+
+def _usable_limit(raw: object) -> dict[str, float]:
+    """The fields of a ``pause``'s ``video_limit`` a client can obey (docs/protocol.md):
+    finite numbers, a height of at least 2 lines, at least 1 frame a second."""
+    if not isinstance(raw, Mapping):
+        return {}
+    usable: dict[str, float] = {}
+    for key, least in (("height", 2), ("fps", 1)):
+        value = raw.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if math.isfinite(value) and value >= least:
+            usable[key] = value
+    return usable
 
 
 def _ice_server(server: Mapping[str, Any]) -> RTCIceServer:

@@ -288,7 +288,14 @@ async def test_media_terminal_ignores_bad_video_limits(server: Huishang) -> None
     client = await Client.connect(server.signalling_url, server.token_for(ZHUJI))  # type: ignore[arg-type]
     terminal = MediaTerminal(client, video=TestPattern("x"))
     try:
-        for bad in ({"height": 0}, {"height": -5, "fps": "x"}, {"height": True}, "216", None):
+        for bad in (
+            {"height": 0},
+            {"height": -5, "fps": "x"},
+            {"height": True},
+            "216",
+            None,
+            {"height": float("inf"), "fps": float("nan")},
+        ):
             terminal.handle({"type": "pause", "video": False, "audio": False, "video_limit": bad})
             assert terminal.video_limit == {}
             assert terminal.video is not None and terminal.video.max_height is None
